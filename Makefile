@@ -1,0 +1,21 @@
+# The README's two commands: `make demo` (short real training) and `make test` (the test suite).
+# Both create the .venv from requirements.txt on first use.
+PY := .venv/bin/python
+SHARED_DATA := $(wildcard ../shared/data)
+export TFCNN_DATA_DIR ?= $(if $(SHARED_DATA),$(abspath $(SHARED_DATA)),$(CURDIR)/data)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test venv
+venv: .venv/.installed
+
+.venv/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -e .
+	touch $@
+
+demo: .venv/.installed
+	$(PY) -m tfcnn.train --config configs/lenet5_mnist_demo.yaml
+
+test: .venv/.installed
+	$(PY) -m pytest -q

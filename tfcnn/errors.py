@@ -1,0 +1,27 @@
+"""The one user-facing error type and the CLI wrapper that turns it into one line + exit 2."""
+import argparse
+import sys
+
+
+class TfcnnError(Exception):
+    """A user error: the message says what went wrong and how to fix it."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad flags as one line (not usage + message) and exits 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def run_cli(main, argv=None):
+    """Run `main(argv)`; a TfcnnError becomes one line on stderr and exit status 2."""
+    try:
+        return main(argv)
+    except TfcnnError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
