@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from tfcnn.config import ARCH_DEFAULTS, Config, make_config
+from tfcnn.errors import TfcnnError
+
+
+def test_resnet_defaults_follow_the_lab():
+    config = make_config({"arch": "resnet"})
+    assert (config.optimizer, config.lr, config.momentum, config.nesterov) == ("sgd", 0.1, 0.9, True)
+    assert (config.batch_size, config.epochs, config.schedule) == (128, 200, "step")
+    assert config.milestones == [81, 122] and config.gamma == 0.1
+    assert config.weight_decay == 1e-4 and config.stack_n == 5 and config.dataset == "cifar10"
+    assert config.model_options() == {"stack_n": 5, "weight_decay": 1e-4}
+
+
+def test_precedence_defaults_arch_file_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("arch: resnet\nepochs: 30\nmilestones: [15, 25]\nlr: 0.05\n")
+    config = make_config({"lr": "0.02", "stack_n": "3"}, path)
+    assert config.epochs == 30 and config.milestones == [15, 25]
+    assert config.lr == 0.02 and config.stack_n == 3
+    assert config.optimizer == ARCH_DEFAULTS["resnet"]["optimizer"]
+
+
+def test_json_file_and_list_flags(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"arch": "lenet5", "activation": "relu"}))
+    config = make_config({"milestones": "10,20", "classes": "cat,dog", "augment": "false"}, path)
+    assert config.milestones == [10, 20] and config.classes == ["cat", "dog"] and config.augment is False
+    assert config.model_options() == {"activation": "relu"}
+
+
+@pytest.mark.parametrize("overrides, phrase", [
+    ({"arch": "vgg"}, "unknown --arch"),
+    ({"lr": "-0.1"}, "--lr must be positive"),
+    ({"lr": "fast"}, "not a valid float"),
+    ({"arch": "resnet", "stack_n": "0"}, "--stack-n must be at least 1"),
+    ({"epochs": "0"}, "--epochs"),
+    ({"optimizer": "rmsprop"}, "unknown --optimizer"),
+    ({"milestones": "122,81"}, "--milestones"),
+    ({"freeze": "all"}, "--freeze needs --init-from"),
+    ({"val_fraction": "1.5"}, "--val-fraction"),
+])
+def test_bad_values_raise_one_clear_error(overrides, phrase):
+    with pytest.raises(TfcnnError, match=phrase.replace("-", r"\-")):
+        make_config(overrides)
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(TfcnnError, match="does not exist"):
+        make_config({}, tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1\n")
+    with pytest.raises(TfcnnError, match="could not be parsed"):
+        make_config({}, bad)
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"epoch": 3}')
+    with pytest.raises(TfcnnError, match="unknown fields"):
+        make_config({}, unknown)
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = make_config({"arch": "resnet", "epochs": "3"})
+    config.to_json(tmp_path / "c.json")
+    again = Config(**json.loads((tmp_path / "c.json").read_text()))
+    assert again == config

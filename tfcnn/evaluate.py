@@ -1,0 +1,152 @@
+"""Evaluation: metrics (scikit-learn), classification report, confusion matrix and learning curves.
+
+    python -m tfcnn.evaluate --model saved_models/NAME --dataset mnist [--out DIR]
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+
+
+def predict_proba(model, images, batch_size=256):
+    """Class probabilities for uint8/float images on the raw 0-255 scale (models normalise inside)."""
+    return model.predict(np.asarray(images, dtype="float32"), batch_size=batch_size, verbose=0)
+
+
+def compute_metrics(y_true, probs, class_names):
+    """Accuracy, cross-entropy and macro precision/recall/F1, plus the per-class report."""
+    from sklearn.metrics import classification_report, log_loss, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true)
+    y_pred = probs.argmax(axis=1)
+    labels = list(range(len(class_names)))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    report = classification_report(y_true, y_pred, labels=labels, target_names=list(class_names),
+                                   digits=4, zero_division=0)
+    per_class = classification_report(y_true, y_pred, labels=labels, target_names=list(class_names),
+                                      zero_division=0, output_dict=True)
+    metrics = {
+        "accuracy": float((y_pred == y_true).mean()),
+        "loss": float(log_loss(y_true, np.clip(probs.astype("float64"), 1e-7, 1.0), labels=labels)),
+        "precision_macro": float(precision),
+        "recall_macro": float(recall),
+        "f1_macro": float(f1),
+        "num_examples": int(len(y_true)),
+        "per_class": {name: {k: float(per_class[name][k]) for k in ("precision", "recall", "f1-score", "support")}
+                      for name in class_names},
+    }
+    return metrics, report
+
+
+def plot_confusion_matrix(y_true, y_pred, class_names, path, title="Confusion matrix (test)"):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(5, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(len(class_names))), display_labels=list(class_names),
+        ax=ax, colorbar=False, xticks_rotation=45, values_format="d",
+        include_values=len(class_names) <= 20)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(history_csv, path):
+    """Loss and accuracy, train vs validation, from a Keras CSVLogger file."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    hist = pd.read_csv(history_csv)
+    epochs = hist["epoch"] + 1
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        if key in hist:
+            ax.plot(epochs, hist[key], label=f"train {key}")
+        if f"val_{key}" in hist:
+            ax.plot(epochs, hist[f"val_{key}"], label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(model, images, labels, class_names, out_dir, extra=None, batch_size=256):
+    """Evaluate `model` and write metrics.json, classification_report.txt, confusion_matrix.png."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probs = predict_proba(model, images, batch_size)
+    metrics, report = compute_metrics(labels, probs, class_names)
+    metrics = {**(extra or {}), "test": metrics}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out_dir / "classification_report.txt").write_text(report)
+    plot_confusion_matrix(labels, probs.argmax(axis=1), class_names, out_dir / "confusion_matrix.png")
+    return metrics, report
+
+
+def load_model(path):
+    """Load a .keras file, or the model.keras inside a saved_models/<name> folder."""
+    import keras
+
+    import tfcnn.optim  # noqa: F401  (registers custom objects)
+
+    path = Path(path)
+    candidate = path / "model.keras" if path.is_dir() else path
+    if not candidate.exists():
+        raise TfcnnError(f"no model at {path}; pass a .keras file or a saved_models/<name> folder")
+    try:
+        return keras.models.load_model(candidate, compile=False)
+    except Exception as exc:
+        raise TfcnnError(f"{candidate} could not be loaded as a Keras model ({exc.__class__.__name__}); "
+                         "is it a file written by tfcnn.train?") from None
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m tfcnn.evaluate", description="Evaluate a saved model on a test set.")
+    parser.add_argument("--model", required=True, help=".keras file or saved_models/<name> folder")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--classes", default=None, help="comma-separated class subset, as in training")
+    parser.add_argument("--limit-test", type=int, default=None)
+    parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>-<dataset>)")
+    args = parser.parse_args(argv)
+
+    from tfcnn import data
+
+    model = load_model(args.model)
+    classes = args.classes.split(",") if args.classes else None
+    ds = data.load(args.dataset, args.data_dir, classes=classes)
+    x, y = ds.x_test[:args.limit_test], ds.y_test[:args.limit_test]
+    n_out = model.output_shape[-1]
+    if n_out != ds.num_classes:
+        raise TfcnnError(f"the model predicts {n_out} classes but {args.dataset} has {ds.num_classes}; "
+                         "evaluate on the dataset (and --classes) it was trained on")
+    if tuple(model.input_shape[1:]) != tuple(ds.image_shape):
+        raise TfcnnError(f"the model takes {model.input_shape[1:]} images but {args.dataset} has {ds.image_shape}")
+    out = Path(args.out or f"runs/eval-{Path(args.model).stem}-{args.dataset.replace(':', '_').replace('/', '_')}")
+    metrics, report = write_report(model, x, y, ds.class_names, out,
+                                   extra={"model": str(args.model), "dataset": args.dataset})
+    print(report)
+    t = metrics["test"]
+    print(f"test accuracy {t['accuracy']:.4f}  macro F1 {t['f1_macro']:.4f}  ({t['num_examples']} images) -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
