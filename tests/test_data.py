@@ -222,7 +222,7 @@ def test_cifar10_reptiles_needs_both_files(tmp_path):
 def test_truncated_archive_is_a_clear_error(tmp_path):
     blob = write_cifar10(tmp_path / "full.tar.gz").read_bytes()
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(TfcnnError, match=r"cannot read .*cifar-10-python.tar.gz.*truncated or corrupt"):
+    with pytest.raises(TfcnnError, match=r"cannot read .*cifar-10-python.tar.gz .*truncated, corrupt or not in the expected layout"):
         data.load("cifar10", tmp_path, download=False)
 
 
@@ -234,6 +234,14 @@ def test_corrupt_npz_and_wrong_layout_are_clear_errors(tmp_path):
         _add(tar, "cifar-100-python/meta", pickle.dumps({}, protocol=2))
     with pytest.raises(TfcnnError, match=r"has no cifar-100-python/train; expected the canonical"):
         data.load("cifar100", tmp_path)
+
+
+def test_cifar_pickle_without_labels_is_a_clear_error(tmp_path):
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+            _add(tar, f"cifar-10-batches-py/{name}", pickle.dumps({b"data": _cifar_rows([1])}, protocol=2))
+    with pytest.raises(TfcnnError, match=r"cannot read .*cifar-10-python.tar.gz \(b'labels'\)"):
+        data.load("cifar10", tmp_path)
 
 
 def test_pickle_that_runs_code_is_refused(tmp_path):
@@ -530,11 +538,15 @@ def test_cli_describe_json(shared_data):
     assert info["source"] == str(shared_data / "mnist.npz")
 
 
-def test_cli_describe_text(tmp_path):
+def test_cli_describe_text_does_not_import_tensorflow(tmp_path):
     write_cifar10(tmp_path / "cifar-10-python.tar.gz")
-    res = _cli("describe", "cifar10", "--data-dir", str(tmp_path))
+    code = ("import sys; from tfcnn.data import main; "
+            f"main(['describe', 'cifar10', '--data-dir', {str(tmp_path)!r}]); "
+            "print('tensorflow imported:', 'tensorflow' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "image shape  32x32x3" in res.stdout and "airplane" in res.stdout and "test 20" in res.stdout
+    assert "tensorflow imported: False" in res.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -7,13 +7,15 @@ folder:PATH, and NAME:class,class for a subset of any of them.
 Decoding image archives (notMNIST PNGs, CIFAR-10 JPEGs, folders) is cached as .npz under
 $TFCNN_CACHE_DIR or ~/.cache/tfcnn, keyed by the source's path, size and mtime; the data
 directory is never written to, except by a download the user allowed.
-Measured on the shared copies (2 shared CPU cores; `load` only, TensorFlow not imported):
-cifar10 (cifar-10-jpg.tar.gz)  cold 8.6 s, warm 0.3 s;  notmnist (both subset archives)
-cold 4.9 s, warm 0.05 s;  mnist (npz, not cached) 0.4 s.
+Measured on the shared copies (2 shared CPU cores, `load` only, TensorFlow not imported):
+cifar10 (cifar-10-jpg.tar.gz, 60k JPEGs) cold 6.7-7.3 s, warm 0.1-0.25 s; notmnist (both subset
+archives, 18.7k PNGs) cold 1.3-1.4 s, warm 0.01-0.2 s; mnist (npz, not cached) 0.2-0.4 s.
 
 CLI: python -m tfcnn.data describe DATASET [--data-dir D] [--json] [--no-download]
 """
+import argparse
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import http.client
@@ -199,9 +201,14 @@ _CORRUPT = (tarfile.TarError, EOFError, zlib.error, pickle.UnpicklingError, zipf
             OSError, KeyError, ValueError, IndexError, AttributeError, TypeError)
 
 
-def _corrupt(path, exc):
-    return TfcnnError(f"cannot read {path} ({_one_line(exc)}): the file is truncated or corrupt; "
-                      f"delete it and download or copy it again")
+@contextlib.contextmanager
+def _reading(path):
+    """Turn any failure to parse `path` into one TfcnnError naming the file."""
+    try:
+        yield
+    except _CORRUPT as exc:
+        raise TfcnnError(f"cannot read {path} ({_one_line(exc)}): it is truncated, corrupt or not in "
+                         f"the expected layout; delete it and download or copy it again") from exc
 
 
 # ---------------------------------------------------------------- decoded-array cache
@@ -214,8 +221,8 @@ def _fingerprint(path):
     """Path, size and mtime of a file, or of every file under a folder."""
     path = path.resolve()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [str(path)] + [(str(p.relative_to(path)) if p != path else "", p.stat().st_size,
-                           p.stat().st_mtime_ns) for p in files]
+    stats = [(str(p.relative_to(path)), p.stat()) for p in files]
+    return [str(path)] + [(rel, st.st_size, st.st_mtime_ns) for rel, st in stats]
 
 
 def _cached(kind, path, build, extra=()):
@@ -277,17 +284,14 @@ def _decode_all(items, mode, size):
 def _read_tar_images(path, root, suffixes):
     """{relpath under root: bytes} for image members of a tar, read in one streaming pass."""
     blobs = {}
-    try:
-        with tarfile.open(path, "r|*") as tar:
-            for member in tar:
-                parts = member.name.split("/")
-                if (not member.isfile() or parts[0] != root or len(parts) < 3
-                        or any(p.startswith(".") for p in parts)
-                        or not member.name.lower().endswith(suffixes)):
-                    continue
-                blobs["/".join(parts[1:])] = tar.extractfile(member).read()
-    except _CORRUPT as exc:
-        raise _corrupt(path, exc) from exc
+    with _reading(path), tarfile.open(path, "r|*") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if (not member.isfile() or parts[0] != root or len(parts) < 3
+                    or any(p.startswith(".") for p in parts)
+                    or not member.name.lower().endswith(suffixes)):
+                continue
+            blobs["/".join(parts[1:])] = tar.extractfile(member).read()
     if not blobs:
         raise TfcnnError(f"{path} has no {'/'.join(suffixes)} images under {root}/; "
                          f"expected members like {root}/<class>/<image>")
@@ -307,11 +311,8 @@ def _images_by_class(items, class_names, mode, size):
 
 def _load_mnist(data_dir, download):
     path = _locate("mnist", data_dir, ["mnist.npz"], download)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except _CORRUPT as exc:
-        raise _corrupt(path, exc) from exc
+    with _reading(path), np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     return Dataset("mnist", [str(d) for d in range(10)],
                    arrays["x_train"][..., None].astype(np.uint8), arrays["y_train"].astype(np.int64),
                    arrays["x_test"][..., None].astype(np.uint8), arrays["y_test"].astype(np.int64),
@@ -365,11 +366,9 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _read_pickles(path, root, names):
     """{name: unpickled dict} for members root/name of a tar (one pass) or files of a folder."""
     found = {}
-    try:
+    with _reading(path):
         if path.is_dir():
-            for name in names:
-                if (path / name).is_file():
-                    found[name] = (path / name).read_bytes()
+            found = {n: (path / n).read_bytes() for n in names if (path / n).is_file()}
         else:
             with tarfile.open(path, "r|*") as tar:
                 for member in tar:
@@ -381,16 +380,16 @@ def _read_pickles(path, root, names):
             where = f"{root}/{missing[0]}" if path.is_file() else str(path / missing[0])
             raise TfcnnError(f"{path} has no {where}; expected the canonical {root} layout")
         return {n: _ArrayUnpickler(io.BytesIO(b), encoding="bytes").load() for n, b in found.items()}
-    except _CORRUPT as exc:
-        raise _corrupt(path, exc) from exc
 
 
-def _cifar_images(batch, path):
-    """CIFAR rows are 3072 bytes: the R, G then B 32x32 planes; return NHWC."""
-    data = np.asarray(batch[b"data"], np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3072:
-        raise TfcnnError(f"{path}: CIFAR data has shape {data.shape}, expected (N, 3072)")
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+def _cifar_split(batches, label_key, path):
+    """(NHWC images, labels) from CIFAR batch dicts, whose 3072-byte rows are R, G, B 32x32 planes."""
+    with _reading(path):
+        data = np.concatenate([np.asarray(b[b"data"], np.uint8).reshape(-1, 3072) for b in batches])
+        labels = np.concatenate([np.asarray(b[label_key], np.int64) for b in batches])
+        if len(labels) != len(data):
+            raise ValueError(f"{len(data)} images but {len(labels)} labels")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
 
 def _load_cifar10(data_dir, download):
@@ -400,11 +399,11 @@ def _load_cifar10(data_dir, download):
         return _load_cifar10_jpg(path)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
     batches = _read_pickles(path, root, names)
-    x_train = np.concatenate([_cifar_images(batches[n], path) for n in names[:5]])
-    y_train = np.concatenate([np.asarray(batches[n][b"labels"], np.int64) for n in names[:5]])
-    classes = [c.decode() for c in batches["batches.meta"][b"label_names"]]
-    return Dataset("cifar10", classes, x_train, y_train, _cifar_images(batches["test_batch"], path),
-                   np.asarray(batches["test_batch"][b"labels"], np.int64),
+    x_train, y_train = _cifar_split([batches[n] for n in names[:5]], b"labels", path)
+    x_test, y_test = _cifar_split([batches["test_batch"]], b"labels", path)
+    with _reading(path):
+        classes = [c.decode() for c in batches["batches.meta"][b"label_names"]]
+    return Dataset("cifar10", classes, x_train, y_train, x_test, y_test,
                    source=str(path), augmentation="crop_flip")
 
 
@@ -433,13 +432,13 @@ def _load_cifar100(data_dir, download, classes=None):
     root = "cifar-100-python"
     path = _locate("cifar100", data_dir, ["cifar-100-python.tar.gz", root], download)
     parts = _read_pickles(path, root, ["train", "test", "meta"])
-    fine_names = [c.decode() for c in parts["meta"][b"fine_label_names"]]
-    coarse = classes in ("coarse",)
+    coarse = classes == "coarse"
+    with _reading(path):
+        names = [c.decode() for c in parts["meta"][b"coarse_label_names" if coarse else b"fine_label_names"]]
     key = b"coarse_labels" if coarse else b"fine_labels"
-    names = [c.decode() for c in parts["meta"][b"coarse_label_names"]] if coarse else fine_names
-    ds = Dataset("cifar100:coarse" if coarse else "cifar100", names,
-                 _cifar_images(parts["train"], path), np.asarray(parts["train"][key], np.int64),
-                 _cifar_images(parts["test"], path), np.asarray(parts["test"][key], np.int64),
+    x_train, y_train = _cifar_split([parts["train"]], key, path)
+    x_test, y_test = _cifar_split([parts["test"]], key, path)
+    ds = Dataset("cifar100:coarse" if coarse else "cifar100", names, x_train, y_train, x_test, y_test,
                  source=str(path), augmentation="crop_flip")
     if classes in (None, "", "fine", "coarse"):
         return ds
@@ -576,7 +575,8 @@ def load(name, data_dir=None, *, download=True, classes=None):
         if classes:
             ds = _select(ds, classes)
     if ds.skipped:
-        log.warning("%s: skipped %d unreadable image(s): %s", ds.name, len(ds.skipped), ", ".join(ds.skipped))
+        shown = ", ".join(ds.skipped[:5]) + (f" and {len(ds.skipped) - 5} more" if len(ds.skipped) > 5 else "")
+        log.warning("%s: skipped %d unreadable image(s): %s", ds.name, len(ds.skipped), shown)
     return ds
 
 
@@ -768,7 +768,7 @@ def main(argv=None):
     sub.add_parser("list", help="list dataset names")
     cmd = sub.add_parser(
         "describe", help="shape, classes and per-split counts of a dataset",
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"files read from the data directory (first match wins):\n{files}\n  "
                f"{'folder:PATH':17} PATH/<class>/* or PATH/{{train,test}}/<class>/*\n"
                f"name suffixes: cifar100:coarse, cifar100:SUPERCLASS, NAME:class1,class2")
