@@ -247,6 +247,8 @@ def test_bad_options_raise_tfcnn_error(arch, options, message):
 @pytest.mark.parametrize("arch,shape,classes,message", [
     ("lenet5", (8, 8, 1), 10, "lenet5 needs inputs of at least 12x12"),
     ("lenet5", (28, 28), 10, "input_shape must be (height, width, channels)"),
+    ("pooled", None, 10, "input_shape must be (height, width, channels)"),
+    ("lenet5", (32, 32, 1), 10.0, "num_classes must be an integer >= 1"),
     ("resnet", (32, 32, 3), 0, "num_classes must be an integer >= 1"),
     ("cifar_cnn", (8, 8, 3), 3, "cifar_cnn needs inputs of at least 13x13"),
 ])
@@ -290,6 +292,8 @@ def test_cli_json_in_process(capsys):
     (["lenet5", "--dataset", "mnist", "--num-classes", "3"], "error: give either --dataset"),
     (["resnet", "--stack-n", "x"], "invalid int value: 'x'"),
     (["resnet", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["lenet5", "--input-shape", "28x28"], "invalid H,W,C value: '28x28'"),
+    (["lenet5", "--input-shape", "8,8,1"], "error: lenet5 needs inputs of at least 12x12"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -300,10 +304,10 @@ def test_cli_errors_are_one_line(argv, message, capsys):
     assert len(captured.err.strip().splitlines()) == 1 and message in captured.err
 
 
-def _run_cli(*args):
+def _start_cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "tfcnn.models", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.Popen([sys.executable, "-m", "tfcnn.models", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _without_tf_startup_logs(stderr):
@@ -314,16 +318,22 @@ def _without_tf_startup_logs(stderr):
 
 
 def test_cli_subprocess_json_and_unknown_arch():
-    done = _run_cli("resnet", "--stack-n", "3", "--activation", "elu", "--json")
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)  # stdout is exactly one JSON object
+    # Both at once: most of each run is importing TensorFlow.
+    json_run = _start_cli("resnet", "--stack-n", "3", "--activation", "elu", "--json")
+    unknown_run = _start_cli("nosuch")
+    out, err = json_run.communicate(timeout=120)
+    assert json_run.returncode == 0, err
+    report = json.loads(out)  # stdout is exactly one JSON object
     assert report["arch"] == "resnet" and report["model_name"] == "resnet20_elu"
+    assert report["input_shape"] == [32, 32, 3] and report["num_classes"] == 10
     assert report["total_params"] == 274_442
     assert report["trainable_params"] + report["non_trainable_params"] == 274_442
-    assert report["options"]["stack_n"] == 3 and report["layers"] > 0
+    assert report["options"] == {"normalization": None, "stack_n": 3, "activation": "elu",
+                                 "weight_decay": 1e-4}
+    assert report["layers"] == 72
 
-    done = _run_cli("nosuch")
-    assert done.returncode == 2 and done.stdout == ""
-    lines = _without_tf_startup_logs(done.stderr)
-    assert lines == ["error: unknown architecture 'nosuch'; available: cifar_cnn, lenet5, "
-                     "mobilenet_v2, pooled, resnet, two_conv"]
+    out, err = unknown_run.communicate(timeout=120)
+    assert unknown_run.returncode == 2 and out == ""
+    assert _without_tf_startup_logs(err) == [
+        "error: unknown architecture 'nosuch'; available: cifar_cnn, lenet5, mobilenet_v2, "
+        "pooled, resnet, two_conv"]

@@ -113,10 +113,11 @@ def _check_choice(option, value, choices):
     return value
 
 
-def _check_min_size(arch, input_shape, min_size, why):
-    if min(input_shape[:2]) < min_size:
+def _check_min_size(arch, inputs, min_size, why):
+    height, width = inputs.shape[1:3]
+    if min(height, width) < min_size:
         raise TfcnnError(f"{arch} needs inputs of at least {min_size}x{min_size} ({why}); "
-                         f"got {input_shape[0]}x{input_shape[1]}")
+                         f"got {height}x{width}")
 
 
 # --- shared pieces: input + normalization, classifier head ---------------------------------
@@ -193,8 +194,8 @@ def pooled(input_shape, num_classes, *, normalization=None, width=5000, pool="ma
     """
     width = _check_int("width", width)
     pool = _check_choice("pool", pool, ("max", "avg"))
-    _check_min_size("pooled", input_shape, 2, "one 2x2 pooling")
     inputs, x = _input_and_normalization(input_shape, normalization)
+    _check_min_size("pooled", inputs, 2, "one 2x2 pooling")
     x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(x)
     x = _pooling(pool, 2, name="pool1")(x)
     x = layers.Flatten(name="flatten")(x)
@@ -227,10 +228,9 @@ def lenet5(input_shape, num_classes, *, normalization=None, activation="tanh", p
     except TypeError:
         raise TfcnnError(f"dense_units must be a list of positive integers, got {dense_units!r}") \
             from None
-    _check_min_size("lenet5", input_shape, {1: 2, 2: 12, 3: 28}[conv_layers],
-                    f"{conv_layers} conv layer(s) with valid 5x5 convs and 2x2 pooling")
-
     inputs, x = _input_and_normalization(input_shape, normalization)
+    _check_min_size("lenet5", inputs, {1: 2, 2: 12, 3: 28}[conv_layers],
+                    f"{conv_layers} conv layer(s) with valid 5x5 convs and 2x2 pooling")
     x = layers.Conv2D(6, 5, padding="same", activation=activation, name="conv1")(x)
     x = _pooling(pool, 2, name="pool1")(x)
     if conv_layers >= 2:
@@ -254,8 +254,8 @@ def cifar_cnn(input_shape, num_classes, *, normalization=None):
     rescaled to [0, 1] by a "rescale" layer. A strided 5x5 conv does the early
     downsampling (32 -> 8), 4x4 average pooling leaves a 2x2x64 = 256-wide feature.
     """
-    _check_min_size("cifar_cnn", input_shape, 13, "a stride-4 conv then 4x4 pooling")
     inputs, x = _input_and_normalization(input_shape, normalization, rescale_fallback=True)
+    _check_min_size("cifar_cnn", inputs, 13, "a stride-4 conv then 4x4 pooling")
     x = layers.Conv2D(32, 5, strides=4, padding="same", activation="relu", name="conv1")(x)
     x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
     x = layers.AveragePooling2D(4, name="avg_pool")(x)
@@ -447,6 +447,9 @@ def _list_of(cast):
 
 def _shape(text):
     return tuple(int(v) for v in text.split(","))
+
+
+_shape.__name__ = "H,W,C"  # argparse names the type in its one-line error
 
 
 def main(argv=None):
