@@ -253,13 +253,14 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 
 
 def test_data_dir_resolution(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
     monkeypatch.setenv("TFCNN_DATA_DIR", str(tmp_path))
     assert data.resolve_data_dir() == tmp_path
-    assert data.resolve_data_dir(tmp_path / "..") == tmp_path / ".."
+    assert data.resolve_data_dir(tmp_path / "sub" / "..") == tmp_path  # absolute, for clear messages
     monkeypatch.delenv("TFCNN_DATA_DIR")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    assert data.resolve_data_dir().resolve() == tmp_path / "data"
+    assert data.resolve_data_dir() == tmp_path / "data"
     with pytest.raises(TfcnnError, match=r"data directory .*nope does not exist; pass --data-dir or set TFCNN_DATA_DIR"):
         data.resolve_data_dir(tmp_path / "nope")
 
@@ -347,6 +348,11 @@ def test_notmnist_extracted_folders_and_bad_tar(tmp_path, caplog):
     ds = data.load("notmnist", tmp_path, download=False)
     assert (ds.x_train.shape, ds.x_test.shape) == ((6, 28, 28, 1), (6, 28, 28, 1))
     assert ds.skipped == ["notMNIST_large/B/empty.png"] and "skipped 1 unreadable" in caplog.text
+    with tarfile.open(tmp_path / "notMNIST_small_subset.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "notMNIST_small", arcname="./notMNIST_small")  # as `tar czf x ./dir` writes
+    from_tar = data.load("notmnist", tmp_path)
+    assert from_tar.source.endswith("notMNIST_small_subset.tar.gz")
+    np.testing.assert_array_equal(from_tar.x_test, ds.x_test)
     (tmp_path / "notMNIST_large_subset.tar.gz").write_bytes(b"\x1f\x8b\x08 truncated gzip")
     with pytest.raises(TfcnnError, match=r"cannot read .*notMNIST_large_subset.tar.gz"):
         data.load("notmnist", tmp_path)

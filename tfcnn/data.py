@@ -112,9 +112,9 @@ class Dataset:
 class Pipelines:
     """Batched tf.data pipelines (float32 images, int32 labels) and the arrays behind val/test."""
 
-    train: object
-    val: object  # None when val_fraction is 0
-    test: object
+    train: "tf.data.Dataset"
+    val: "tf.data.Dataset | None"  # None when val_fraction is 0
+    test: "tf.data.Dataset"
     x_val: np.ndarray = dataclasses.field(repr=False)
     y_val: np.ndarray = dataclasses.field(repr=False)
     x_test: np.ndarray = dataclasses.field(repr=False)
@@ -131,12 +131,12 @@ class Pipelines:
 # ---------------------------------------------------------------- locating and fetching files
 
 def resolve_data_dir(data_dir=None):
-    """The explicit argument, else $TFCNN_DATA_DIR, else ./data; it must exist."""
+    """The explicit argument, else $TFCNN_DATA_DIR, else ./data, as an absolute path; it must exist."""
     raw = data_dir or os.environ.get("TFCNN_DATA_DIR") or "data"
     path = pathlib.Path(raw).expanduser()
     if not path.is_dir():
         raise TfcnnError(f"data directory {path} does not exist; pass --data-dir or set TFCNN_DATA_DIR")
-    return path
+    return path.resolve()
 
 
 class _DownloadFailed(Exception):
@@ -147,7 +147,7 @@ def _download(fname, dest_dir):
     """Fetch URLS[fname] into dest_dir, verifying SHA256[fname]; never leaves a partial file."""
     url, expected = URLS[fname], SHA256.get(fname)
     dest = dest_dir / fname
-    log.warning("downloading %s to %s", url, dest)
+    log.info("downloading %s to %s", url, dest)
     try:
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{fname}.", suffix=".part")
     except OSError as exc:
@@ -225,9 +225,9 @@ def _fingerprint(path):
     return [str(path)] + [(rel, st.st_size, st.st_mtime_ns) for rel, st in stats]
 
 
-def _cached(kind, path, build, extra=()):
+def _cached(kind, path, build):
     """`build()` (a dict of arrays), memoised as an .npz keyed by the source's fingerprint."""
-    key = json.dumps([_CACHE_VERSION, kind, _fingerprint(path), list(extra)])
+    key = json.dumps([_CACHE_VERSION, kind, _fingerprint(path)])
     file = _cache_dir() / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
     if file.exists():
         try:
@@ -281,13 +281,18 @@ def _decode_all(items, mode, size):
     return out[:len(kept)], np.array(kept, np.int64), skipped
 
 
+def _member_parts(member):
+    """A tar member's path components, ignoring a leading ./ (as `tar czf x.tgz ./dir` writes)."""
+    return [p for p in member.name.split("/") if p not in ("", ".")]
+
+
 def _read_tar_images(path, root, suffixes):
     """{relpath under root: bytes} for image members of a tar, read in one streaming pass."""
     blobs = {}
     with _reading(path), tarfile.open(path, "r|*") as tar:
         for member in tar:
-            parts = member.name.split("/")
-            if (not member.isfile() or parts[0] != root or len(parts) < 3
+            parts = _member_parts(member)
+            if (not member.isfile() or len(parts) < 3 or parts[0] != root
                     or any(p.startswith(".") for p in parts)
                     or not member.name.lower().endswith(suffixes)):
                 continue
@@ -372,8 +377,8 @@ def _read_pickles(path, root, names):
         else:
             with tarfile.open(path, "r|*") as tar:
                 for member in tar:
-                    parts = member.name.split("/")
-                    if member.isfile() and parts[0] == root and "/".join(parts[1:]) in names:
+                    parts = _member_parts(member)
+                    if member.isfile() and parts[:1] == [root] and "/".join(parts[1:]) in names:
                         found["/".join(parts[1:])] = tar.extractfile(member).read()
         missing = [n for n in names if n not in found]
         if missing:
