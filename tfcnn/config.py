@@ -15,7 +15,7 @@ SCHEDULES = ("constant", "step", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 # Options passed to the model builder when set; the builder rejects the ones it does not take.
-MODEL_OPTIONS = ("stack_n", "activation", "pool", "width", "alpha", "conv_layers", "dropout")
+MODEL_OPTIONS = ("stack_n", "activation", "pool", "width", "alpha", "conv_layers", "dense_units", "dropout")
 
 
 @dataclasses.dataclass
@@ -43,6 +43,7 @@ class Config:
     width: typing.Optional[int] = None
     alpha: typing.Optional[float] = None
     conv_layers: typing.Optional[int] = None
+    dense_units: typing.Optional[typing.List[int]] = None
     dropout: typing.Optional[float] = None
     # optimisation
     epochs: int = 10
