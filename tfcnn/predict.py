@@ -1,0 +1,214 @@
+"""Predict: classify image files with any exported model (SavedModel, .keras, ONNX, TFLite).
+
+    python -m tfcnn.predict --model saved_models/NAME digit.png cat.jpg [--top-k 3] [--json]
+
+Images of any size and mode are converted as the training data was (PIL: grayscale "L" or "RGB",
+bilinear resize to the model's input) and fed as raw 0-255 float32 NHWC; the models normalise
+inside. Class names come with the model: assets/tfcnn.json of a SavedModel, X.json beside a
+file X (written by tfcnn.export), or the ONNX metadata.
+
+An image that cannot be read is reported as one line on stderr ("error: PATH: why") and the
+others are still classified; the exit status is then 2. With --json the failures also appear
+in the "results" list as {"image": PATH, "error": why}.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+
+KINDS = ("savedmodel", "keras", "onnx", "tflite")
+_SUFFIX_KIND = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
+
+
+class Model:
+    """A loaded artefact: `probs(images)` maps raw 0-255 NHWC images to class probabilities."""
+
+    def __init__(self, kind, path, run, input_shape, meta):
+        self.kind, self.path, self._run = kind, Path(path), run
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.meta = meta or {}
+
+    def probs(self, images, batch_size=256):
+        images = np.asarray(images, np.float32)
+        return np.concatenate([np.asarray(self._run(images[i:i + batch_size]), np.float32)
+                               for i in range(0, len(images), batch_size)])
+
+    def class_names(self, num_classes):
+        names = self.meta.get("class_names")
+        return list(names) if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def _kind_of(path):
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "savedmodel"
+        if (path / "model.keras").is_file():
+            return "keras"
+        raise TfcnnError(f"{path} holds neither a SavedModel (saved_model.pb) nor a model.keras")
+    kind = _SUFFIX_KIND.get(path.suffix.lower())
+    if kind is None:
+        raise TfcnnError(f"{path}: unknown model file type; pass a SavedModel folder, saved_models/<name>, "
+                         "or a .keras, .onnx or .tflite file")
+    return kind
+
+
+def open_model(path, kind=None):
+    """Load the model at `path` (kind inferred from the path unless given) for `Model.probs`."""
+    from tfcnn.export import read_meta
+
+    path = Path(path)
+    if not path.exists():
+        raise TfcnnError(f"no model at {path}; pass a SavedModel folder, saved_models/<name>, "
+                         "or a .keras, .onnx or .tflite file")
+    kind = kind or _kind_of(path)
+    if kind not in KINDS:
+        raise TfcnnError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
+    try:
+        return _OPENERS[kind](path, read_meta(path))
+    except TfcnnError:
+        raise
+    except Exception as exc:
+        raise TfcnnError(f"{path} could not be loaded as a {kind} model "
+                         f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _open_savedmodel(path, meta):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures["serving_default"]
+    (name, spec), = signature.structured_input_signature[1].items()
+
+    def run(images):
+        out = signature(**{name: tf.constant(images)})
+        return next(iter(out.values())).numpy()
+
+    return Model("savedmodel", path, run, spec.shape[1:], meta)
+
+
+def _open_keras(path, meta):
+    from tfcnn.evaluate import load_model, predict_proba
+
+    model = load_model(path)
+    return Model("keras", path, lambda images: predict_proba(model, images), model.input_shape[1:], meta)
+
+
+def _open_onnx(path, meta):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    embedded = session.get_modelmeta().custom_metadata_map.get("tfcnn")
+    if embedded and not meta:
+        meta = json.loads(embedded)
+    (inp,) = session.get_inputs()
+    return Model("onnx", path, lambda images: session.run(None, {inp.name: images})[0], inp.shape[1:], meta)
+
+
+def _open_tflite(path, meta):
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "use ai_edge_litert": not installed here; this works
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(images):
+        if tuple(interpreter.get_input_details()[0]["shape"]) != images.shape:
+            interpreter.resize_tensor_input(inp["index"], list(images.shape))
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], images)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"]).copy()
+
+    interpreter.allocate_tensors()
+    return Model("tflite", path, run, inp["shape"][1:], meta)
+
+
+_OPENERS = {"savedmodel": _open_savedmodel, "keras": _open_keras, "onnx": _open_onnx, "tflite": _open_tflite}
+
+
+def load_image(path, input_shape):
+    """A PNG/JPEG (any size or mode) as uint8 HWC in the model's input shape; TfcnnError if unreadable."""
+    from PIL import Image, ImageOps
+
+    height, width, channels = input_shape
+    if channels not in (1, 3):
+        raise TfcnnError(f"the model takes {channels}-channel images; only grayscale (1) and RGB (3) are supported")
+    path = Path(path)
+    if not path.exists():
+        raise TfcnnError(f"{path}: no such file")
+    if not path.is_file():
+        raise TfcnnError(f"{path}: not a file")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img = img.convert("L" if channels == 1 else "RGB")  # as tfcnn.data decodes the training images
+            if img.size != (width, height):
+                img = img.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(img, np.uint8)
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... on bad files
+        why = "not an image PIL can read" if exc.__class__.__name__ == "UnidentifiedImageError" else \
+            f"cannot decode the image ({exc.__class__.__name__}: {' '.join(str(exc).split())})"
+        raise TfcnnError(f"{path}: {why}") from None
+    return pixels.reshape(height, width, channels)
+
+
+def top_k(probs, class_names, k):
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"class": class_names[i], "index": int(i), "probability": float(probs[i])} for i in order]
+
+
+def predict_files(model, paths, k=3):
+    """[{"image", "top_k"} or {"image", "error"}] for each path, in order; unreadable images do not
+    stop the others."""
+    results, pixels, good = [], [], []
+    for path in paths:
+        try:
+            pixels.append(load_image(path, model.input_shape))
+            good.append(len(results))
+            results.append({"image": str(path)})
+        except TfcnnError as exc:
+            results.append({"image": str(path), "error": str(exc)})
+    if pixels:
+        probs = model.probs(np.stack(pixels))
+        names = model.class_names(probs.shape[1])
+        for i, p in zip(good, probs):
+            results[i]["top_k"] = top_k(p, names, k)
+    return results
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m tfcnn.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True,
+                        help="SavedModel folder, saved_models/<name>, or a .keras, .onnx or .tflite file")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        raise TfcnnError(f"--top-k must be at least 1, got {args.top_k}")
+
+    model = open_model(args.model)
+    results = predict_files(model, args.images, args.top_k)
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        sys.stderr.write(f"error: {r['error']}\n")
+    if args.json:
+        print(json.dumps({"model": str(args.model), "kind": model.kind, "results": results}, indent=2))
+    else:
+        for r in results:
+            if "top_k" in r:
+                print(f"{r['image']}: " + "  ".join(f"{t['class']} {t['probability']:.4f}" for t in r["top_k"]))
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
