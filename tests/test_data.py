@@ -467,6 +467,28 @@ def test_train_pipeline_reshuffles_each_epoch_reproducibly():
     assert not (x1 == x1_other).all()
 
 
+def test_train_epochs_resume_with_the_same_batches():
+    p = data.make_pipelines(_toy(), batch_size=64)  # 360 train images: 6 batches per epoch
+    full = [(x.numpy(), y.numpy()) for x, y in data.train_epochs(p, epochs=3)]
+    resumed = [(x.numpy(), y.numpy()) for x, y in data.train_epochs(p, start_epoch=2, epochs=3)]
+    assert len(full) == 18 and len(resumed) == 6
+    for (x, y), (x_r, y_r) in zip(full[12:], resumed):
+        np.testing.assert_array_equal(x, x_r)
+        np.testing.assert_array_equal(y, y_r)
+    epoch0 = np.concatenate([y for _, y in full[:6]])
+    epoch1 = np.concatenate([y for _, y in full[6:12]])
+    assert np.bincount(epoch0).tolist() == [90] * 4 and not np.array_equal(epoch0, epoch1)
+
+
+def test_one_hot_labels():
+    p = data.make_pipelines(_toy(), batch_size=16, one_hot=True)
+    for dataset in (p.train, p.val, p.test):
+        _, y = next(iter(dataset))
+        assert y.dtype.name == "float32" and tuple(y.shape) == (16, 4)
+    _, y = next(iter(p.test))
+    np.testing.assert_array_equal(y.numpy().argmax(1), p.y_test[:16])
+
+
 def test_limit_train_is_stratified_and_normalize_uses_train_stats():
     ds = _toy()
     p = data.make_pipelines(ds, batch_size=50, limit_train=100, normalize=True, augment=False)

@@ -126,6 +126,8 @@ class Pipelines:
     std: np.ndarray
     class_names: list
     image_shape: tuple
+    seed: int = 0
+    train_epoch: object = dataclasses.field(default=None, repr=False)  # epoch seed (2,) -> batches
 
 
 # ---------------------------------------------------------------- locating and fetching files
@@ -695,12 +697,13 @@ def augment_fn(kind, image_shape):
     return augment
 
 
-def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True,
-                   normalize=False, limit_train=None, limit_test=None, cache=True):
+def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, normalize=False,
+                   limit_train=None, limit_test=None, cache=True, one_hot=False):
     """Split off validation, then batch train (shuffled, augmented), val and test as tf.data.
 
     Images stay on the raw 0-255 scale unless normalize=True ((x - mean) / std, train-only stats);
-    `augment` may also name a kind from AUGMENTATIONS instead of the dataset's default.
+    `augment` may also name a kind from AUGMENTATIONS instead of the dataset's default;
+    one_hot=True gives float32 one-hot labels (for label smoothing) instead of int32 ids.
     """
     if batch_size < 1:
         raise TfcnnError(f"batch size {batch_size} must be at least 1")
@@ -718,32 +721,56 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True,
     auto = tf.data.AUTOTUNE
     scale = np.where(std > 0, std, 1).astype(np.float32)
 
-    def to_model(images):
-        return (images - mean) / scale if normalize else images
+    def to_model(images, labels):
+        images = (images - mean) / scale if normalize else images
+        return images, tf.one_hot(labels, ds.num_classes) if one_hot else labels
 
     def eval_pipeline(x, y):
         data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
         if cache:  # keeps the uint8 batches: later epochs skip slicing and batching
             data = data.cache()
-        return data.map(lambda images, labels: (to_model(tf.cast(images, tf.float32)), labels),
+        return data.map(lambda images, labels: to_model(tf.cast(images, tf.float32), labels),
                         num_parallel_calls=auto).prefetch(auto)
 
-    # The arrays are already in memory, so caching train before the shuffle would only copy them.
-    train = tf.data.Dataset.from_tensor_slices((x_train, y_train.astype(np.int32)))
-    train = train.shuffle(len(y_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    # A seeded stream of per-batch seeds makes augmentation reproducible yet new every epoch.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    # Augment on the raw scale, then normalize: zero padding is black either way.
-    train = tf.data.Dataset.zip(train, seeds).map(
-        lambda batch, s: (to_model(augment_batch(tf.cast(batch[0], tf.float32), s)), batch[1]),
-        num_parallel_calls=auto).prefetch(auto)
+    # Train batches are gathered from in-memory tensors by a per-epoch permutation (no element-wise
+    # shuffle buffer): vectorised, and an epoch's order and augmentation follow from its seed alone,
+    # so `train_epochs` can resume a run at epoch e with exactly the batches it would have seen.
+    images_t, labels_t = tf.constant(x_train), tf.constant(y_train.astype(np.int32))
+    fold_in = tf.random.experimental.stateless_fold_in
 
+    def train_epoch(epoch_seed):
+        """One epoch of shuffled, augmented batches, determined by epoch_seed (int64, shape (2,))."""
+        order = tf.argsort(tf.random.stateless_uniform([len(y_train)], fold_in(epoch_seed, 0)))
+
+        def gather(step, idx):
+            images = augment_batch(tf.cast(tf.gather(images_t, idx), tf.float32), fold_in(epoch_seed, step + 1))
+            return to_model(images, tf.gather(labels_t, idx))
+
+        return (tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+                .map(gather, num_parallel_calls=auto))
+
+    # A new seeded epoch seed each time the dataset is iterated: fit(train, epochs=N) reshuffles.
+    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
     return Pipelines(
-        train=train, val=eval_pipeline(x_val, y_val) if len(y_val) else None,
-        test=eval_pipeline(x_test, y_test),
+        train=epoch_seeds.flat_map(train_epoch).prefetch(auto),
+        val=eval_pipeline(x_val, y_val) if len(y_val) else None, test=eval_pipeline(x_test, y_test),
         x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
         train_size=len(y_train), val_size=len(y_val), test_size=len(y_test),
-        mean=mean, std=std, class_names=list(ds.class_names), image_shape=ds.image_shape)
+        mean=mean, std=std, class_names=list(ds.class_names), image_shape=ds.image_shape,
+        seed=seed, train_epoch=train_epoch)
+
+
+def train_epochs(pipes, *, start_epoch=0, epochs, seed=None):
+    """Train batches of epochs start_epoch..epochs-1 in one dataset; epoch e depends only on (seed, e).
+
+    For model.fit(..., epochs=epochs, steps_per_epoch=ceil(train_size / batch_size)) resumed after
+    epoch start_epoch: the remaining epochs see the same order and augmentation as an unbroken run.
+    """
+    tf = _tf()
+    seed = pipes.seed if seed is None else seed
+    return (tf.data.Dataset.range(start_epoch, epochs)
+            .flat_map(lambda e: pipes.train_epoch(tf.stack([tf.constant(seed, tf.int64), e])))
+            .prefetch(tf.data.AUTOTUNE))
 
 
 # ---------------------------------------------------------------- CLI
