@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tfcnn import data
-from tfcnn.errors import TfcnnError
+from tfcnn.errors import TfcnnError, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_TRAIN = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -566,21 +566,30 @@ def test_cli_describe_json(shared_data):
     assert info["source"] == str(shared_data / "mnist.npz")
 
 
-def test_cli_describe_text(tmp_path):
+def test_cli_describe_text(tmp_path, capsys):
     write_cifar10(tmp_path / "cifar-10-python.tar.gz")
-    res = _cli("describe", "cifar10", "--data-dir", str(tmp_path))
-    assert res.returncode == 0, res.stderr
-    assert "image shape  32x32x3" in res.stdout and "test 20" in res.stdout
-    assert "airplane        10       1       2" in res.stdout  # class, train, (val), test
+    assert run_cli(data.main, ["describe", "cifar10", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "image shape  32x32x3" in out and "test 20" in out
+    assert "airplane        10       1       2" in out  # class, train, (val), test
+
+
+def test_cli_unknown_dataset_is_one_line_exit_2():
+    res = _cli("describe", "nosuchset")  # a real process: no traceback may reach the terminal
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        "error: unknown dataset 'nosuchset'; choose one of mnist, notmnist, cifar10, cifar100, "
+        "cifar10_reptiles, or folder:PATH"]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["describe", "nosuchset"], "unknown dataset 'nosuchset'"),
-    (["describe", "mnist", "--data-dir", "/nonexistent/tfcnn"], "data directory /nonexistent/tfcnn does not exist"),
-    (["describe"], "the following arguments are required: dataset"),
+    (["describe", "mnist", "--data-dir", "/nonexistent/tfcnn"],
+     "error: data directory /nonexistent/tfcnn does not exist; pass --data-dir or set TFCNN_DATA_DIR"),
+    (["describe"], "python -m tfcnn.data describe: error: the following arguments are required: dataset"),
 ])
-def test_cli_errors_are_one_line_exit_2(args, message):
-    res = _cli(*args)
-    assert res.returncode == 2
-    assert message in res.stderr and "Traceback" not in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+def test_cli_errors_are_one_line_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(data.main, args)
+    err = capsys.readouterr()
+    assert exit_.value.code == 2 and err.out == ""
+    assert err.err.strip().splitlines() == [message + (" (see --help)" if "arguments" in message else "")]
