@@ -183,7 +183,7 @@ def test_cifar100_fine_coarse_and_superclass(tmp_path):
     reptile_rows = np.isin(coarse.x_train[:, 0, 0, 0], REPTILE_IDS)
     assert (coarse.y_train[reptile_rows] == 15).all() and reptile_rows.sum() == 10
 
-    reptiles = data.load("cifar100", tmp_path, classes="reptiles")
+    reptiles = data.load("cifar100", tmp_path, classes=["reptiles"])  # as `--classes reptiles` gives
     assert reptiles.name == "cifar100:reptiles"
     assert reptiles.class_names == ["crocodile", "dinosaur", "lizard", "snake", "turtle"]
     assert reptiles.y_train.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]

@@ -1,13 +1,14 @@
 """Datasets: find or download the files, decode them to uint8 NHWC arrays, build tf.data pipelines.
 
-One door in: `load(name, data_dir)` -> `Dataset`; `make_pipelines(ds, batch_size=...)` -> `Pipelines`.
+One door in: `load(name, data_dir)` -> `Dataset`; `make_pipelines(ds, batch_size=...)` -> `Pipelines`;
+`train_epochs(pipes, start_epoch=, epochs=)` for resumable training.
 Names: mnist, notmnist, cifar10, cifar100[:coarse|:SUPERCLASS|:fine,names], cifar10_reptiles,
 folder:PATH, and NAME:class,class for a subset of any of them.
 
 Decoding image archives (notMNIST PNGs, CIFAR-10 JPEGs, folders) is cached as .npz under
 $TFCNN_CACHE_DIR or ~/.cache/tfcnn, keyed by the source's path, size and mtime; the data
 directory is never written to, except by a download the user allowed.
-Measured on the shared copies (2 shared CPU cores, `load` only, TensorFlow not imported):
+Measured on the shared copies (2 shared CPU cores, the `load` call alone, imports excluded):
 cifar10 (cifar-10-jpg.tar.gz, 60k JPEGs) cold 6.7-7.3 s, warm 0.1-0.25 s; notmnist (both subset
 archives, 18.7k PNGs) cold 1.3-1.4 s, warm 0.01-0.2 s; mnist (npz, not cached) 0.2-0.4 s.
 
@@ -48,6 +49,7 @@ URLS = {
 }
 # sha256 of the official files (CIFAR md5s published by Krizhevsky: c58f3010..., eb9058c3...).
 # notMNIST (Bulatov's blog) never published a checksum, so those downloads are not verified.
+# Checked on download only: the offline mnist.npz in ../shared/data is a lossless repack (other sha).
 SHA256 = {
     "mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
     "cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
@@ -571,7 +573,9 @@ def load(name, data_dir=None, *, download=True, classes=None):
     base = base.lower()
     if base not in _LOADERS:
         raise TfcnnError(f"unknown dataset {name!r}; choose one of {', '.join(_LOADERS)}, or folder:PATH")
-    if option and classes:
+    if classes is not None and not isinstance(classes, str):
+        classes = ",".join(str(c).strip() for c in classes)  # ["reptiles"] and "reptiles" alike
+    if option and classes and option != classes:
         raise TfcnnError(f"both {name!r} and classes={classes!r} select classes; use one of them")
     classes = option or classes
     data_dir = resolve_data_dir(data_dir)
