@@ -619,6 +619,8 @@ def _select(ds, classes, name=None, hint=""):
 
 def _stratified_take(y, n, rng):
     """Indices of exactly n items of y, per-class counts proportional (largest remainder), shuffled."""
+    if n == 0:
+        return np.zeros(0, np.int64)
     classes, counts = np.unique(y, return_counts=True)
     quota = counts * n / len(y)
     take = np.floor(quota).astype(int)
@@ -648,7 +650,7 @@ def normalization_stats(x_train):
         raise TfcnnError(f"normalization_stats needs a non-empty NHWC batch, got shape {x_train.shape}")
     total = np.zeros(x_train.shape[-1])
     squares = np.zeros(x_train.shape[-1])
-    for start in range(0, len(x_train), 2048):  # float64 chunks: exact, without a 4x copy of CIFAR
+    for start in range(0, len(x_train), 2048):  # float64 chunks: exact, without an 8x copy of the set
         chunk = x_train[start:start + 2048].astype(np.float64)
         total += chunk.sum(axis=(0, 1, 2))
         squares += np.square(chunk).sum(axis=(0, 1, 2))
