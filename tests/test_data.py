@@ -448,8 +448,12 @@ def test_pipelines_shapes_and_untouched_val_test():
     np.testing.assert_array_equal(x_val, p.x_val.astype(np.float32))
     np.testing.assert_array_equal(y_val, p.y_val)
     x_test, y_test = _collect(p.test)
-    np.testing.assert_array_equal(x_test, ds.x_test[:30].astype(np.float32))
-    np.testing.assert_array_equal(y_test, ds.y_test[:30])
+    np.testing.assert_array_equal(x_test, p.x_test.astype(np.float32))
+    np.testing.assert_array_equal(y_test, p.y_test)
+    # limit_test is a stratified subset, in the test set's order, not a prefix.
+    assert np.bincount(p.y_test).min() >= 30 // ds.num_classes
+    rows = [np.flatnonzero((ds.x_test == img).all(axis=(1, 2, 3)))[0] for img in p.x_test]
+    assert rows == sorted(rows)
     train_part = data.split_validation(ds.x_train, ds.y_train, 0.25, 0)[0]
     np.testing.assert_allclose(p.mean, data.normalization_stats(train_part)[0])
     assert p.class_names == ds.class_names and p.image_shape == (8, 8, 3)

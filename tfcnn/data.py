@@ -725,7 +725,11 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
             raise TfcnnError(f"limit_train {limit_train} must be at least 1")
         keep = _stratified_take(y_train, limit_train, np.random.default_rng(seed + 1))
         x_train, y_train = x_train[keep], y_train[keep]
-    x_test, y_test = ds.x_test[:limit_test], ds.y_test[:limit_test]
+    x_test, y_test = ds.x_test, ds.y_test
+    if limit_test is not None and limit_test < len(y_test):
+        # Test sets stored class by class (the CIFAR JPEG archive) would give one class from a prefix.
+        keep = np.sort(_stratified_take(y_test, limit_test, np.random.default_rng(0)))
+        x_test, y_test = x_test[keep], y_test[keep]
     mean, std = normalization_stats(x_train)
     kind = ds.augmentation if augment is True else "none" if augment is False else augment
     tf = _tf()

@@ -25,6 +25,8 @@ def compute_metrics(y_true, probs, class_names):
 
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=1)
+    probs = probs.astype("float64")
+    probs = np.clip(probs, 1e-7, 1.0) / np.clip(probs, 1e-7, 1.0).sum(axis=1, keepdims=True)  # float32 rounding
     labels = list(range(len(class_names)))
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average="macro", zero_division=0)
@@ -34,7 +36,7 @@ def compute_metrics(y_true, probs, class_names):
                                       zero_division=0, output_dict=True)
     metrics = {
         "accuracy": float((y_pred == y_true).mean()),
-        "loss": float(log_loss(y_true, np.clip(probs.astype("float64"), 1e-7, 1.0), labels=labels)),
+        "loss": float(log_loss(y_true, probs, labels=labels)),
         "precision_macro": float(precision),
         "recall_macro": float(recall),
         "f1_macro": float(f1),

@@ -166,7 +166,7 @@ class NanGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, best_so_far, verbose):
+def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, best_so_far, extra_callbacks=()):
     from tfcnn.data import train_epochs
 
     backup = run_dir / f"backup_{stage}"
@@ -177,15 +177,17 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, best_so_far,
     if initial_epoch:
         print(f"resuming {stage} of {run_dir.name} after epoch {initial_epoch}/{epochs}", flush=True)
     callbacks, timer = _make_callbacks(config, run_dir, stage, initial_epoch, best_so_far)
+    callbacks += list(extra_callbacks)
     train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
     history = model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=verbose)
+                        shuffle=False, callbacks=callbacks, verbose=config.verbose)
     guard = next(c for c in callbacks if isinstance(c, NanGuard))
     if guard.failed_at is not None:
         epoch = len(history.epoch) + initial_epoch
-        raise TfcnnError(
-            f"loss became NaN/inf in epoch {epoch}, batch {guard.failed_at}; stopped. The best checkpoint of the "
-            f"earlier epochs is kept in {run_dir / 'best.weights.h5'}. Lower --lr or add --warmup-epochs.")
+        best = run_dir / "best.weights.h5"
+        kept = f"the best checkpoint of the earlier epochs is kept in {best}" if best.exists() else "no epoch had finished"
+        raise TfcnnError(f"loss became NaN/inf in epoch {epoch}, batch {guard.failed_at}; stopped ({kept}). "
+                         "Lower --lr or add --warmup-epochs.")
     done.write_text("ok\n")
     return history, timer
 
@@ -220,10 +222,10 @@ def _build_model(config, pipes, num_classes):
     return model, model, frozen
 
 
-def train_and_evaluate(config):
+def train_and_evaluate(config, callbacks=()):
     """Train per `config`, evaluate the best (validation) checkpoint on test, write every artefact.
 
-    Returns the metrics dict that is also written to runs/<name>/metrics.json.
+    `callbacks` are extra Keras callbacks, run after tfcnn's own. Returns the metrics dict that is also written to runs/<name>/metrics.json.
     """
     precision = configure_runtime(config)
     from tfcnn import data, evaluate, export, transfer
@@ -255,7 +257,7 @@ def train_and_evaluate(config):
 
     start = time.perf_counter()
     best = _best_val_from_history(run_dir)
-    _, timer = _fit_stage(model, config, pipes, run_dir, "train", config.epochs, steps, best, config.verbose)
+    _, timer = _fit_stage(model, config, pipes, run_dir, "train", config.epochs, steps, best, callbacks)
     train_time = timer.total if timer else 0.0
     epochs_run = timer.epochs if timer else 0
     if config.fine_tune_epochs:
@@ -268,7 +270,7 @@ def train_and_evaluate(config):
             _compile(model, config, make_optimizer(config, steps, lr=lr, epochs=config.fine_tune_epochs,
                                                    decoupled_weight_decay=decoupled), ds.num_classes)
         _, timer2 = _fit_stage(model, config, pipes, run_dir, "fine_tune", config.fine_tune_epochs, steps,
-                               _best_val_from_history(run_dir), config.verbose)
+                               _best_val_from_history(run_dir), callbacks)
         if timer2:
             train_time += timer2.total
             epochs_run += timer2.epochs
