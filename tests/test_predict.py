@@ -109,6 +109,21 @@ def test_any_size_and_mode_is_converted(mnist_models, mnist_pngs, tmp_path):
     assert result["top_k"][0]["index"] == mnist_pngs[1][0]
 
 
+def test_saved_model_alone_carries_its_class_names(mnist_pngs, tmp_path):
+    """Only the SavedModel's own files (no tfcnn.json or model.keras beside it): names from assets/."""
+    import shutil
+
+    model, _, meta = trained("lenet5-mnist")
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    full = export.export_saved_model(model, tmp_path / "full", {**meta, "class_names": words})
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("saved_model.pb", "variables", "assets"):
+        (shutil.copytree if (full / name).is_dir() else shutil.copy)(full / name, alone / name)
+    (result,) = predict.predict_files(predict.open_model(alone), mnist_pngs[0][:1])
+    assert result["top_k"][0]["class"] == words[mnist_pngs[1][0]]
+
+
 def test_text_output(mnist_models, mnist_pngs, capsys):
     assert run_cli(predict.main, ["--model", str(mnist_models["tflite"]), str(mnist_pngs[0][0]), "--top-k", "2"]) == 0
     line, = capsys.readouterr().out.splitlines()
@@ -127,7 +142,7 @@ def test_cli_bad_images_are_one_line_each_and_the_rest_is_kept(mnist_models, mni
     missing = tmp_path / "missing.jpg"
     good = [mnist_pngs[0][0], cifar_jpegs["cat"]]  # an RGB JPEG goes through a grayscale model too
 
-    done = _cli("--model", mnist_models["savedmodel"], "--json", good[0], not_image, missing, good[1])
+    done = _cli("--model", mnist_models["tflite"], "--json", good[0], not_image, missing, good[1])
 
     assert done.returncode == 2
     errors = done.stderr.strip().splitlines()

@@ -11,6 +11,7 @@ An image that cannot be read is reported as one line on stderr ("error: PATH: wh
 others are still classified; the exit status is then 2. With --json the failures also appear
 in the "results" list as {"image": PATH, "error": why}.
 """
+import contextlib
 import json
 import os
 import sys
@@ -128,8 +129,26 @@ def _open_tflite(path, meta):
         interpreter.invoke()
         return interpreter.get_tensor(out["index"]).copy()
 
-    interpreter.allocate_tensors()
+    with _native_stderr_off():  # the first allocation logs "INFO: Created ... XNNPACK delegate" to fd 2
+        interpreter.allocate_tensors()
     return Model("tflite", path, run, inp["shape"][1:], meta)
+
+
+@contextlib.contextmanager
+def _native_stderr_off():
+    """Keep C++ log lines off stderr (fd 2), so a CLI error stays one line; TFCNN_TF_LOGS=1 shows them."""
+    if os.environ.get("TFCNN_TF_LOGS"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 _OPENERS = {"savedmodel": _open_savedmodel, "keras": _open_keras, "onnx": _open_onnx, "tflite": _open_tflite}
