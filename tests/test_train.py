@@ -1,0 +1,150 @@
+"""The trainer end to end on small slices of the real datasets."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTEFACTS = ["config.json", "history.csv", "metrics.json", "classification_report.txt",
+             "confusion_matrix.png", "curves.png", "model.keras", "best.weights.h5"]
+
+
+def _cli(args, cwd, env_extra=None, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "tfcnn.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _quick(tmp_path, shared_data, *extra):
+    return ["--data-dir", str(shared_data), "--runs-dir", str(tmp_path / "runs"),
+            "--saved-models-dir", str(tmp_path / "saved_models"), "--verbose", "0", *extra]
+
+
+def test_one_epoch_resnet_writes_every_artefact(tmp_path, shared_data):
+    result = _cli(_quick(tmp_path, shared_data, "--arch", "resnet", "--stack-n", "1", "--limit-train", "512",
+                         "--limit-test", "256", "--epochs", "1", "--name", "r1"), REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / "r1"
+    for name in ARTEFACTS:
+        assert (run / name).is_file(), name
+    assert list((run / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["test"]
+    assert test["num_examples"] == 256
+    for key in ("accuracy", "loss", "precision_macro", "recall_macro", "f1_macro"):
+        assert 0 <= test[key] and np.isfinite(test[key])
+    assert metrics["train_images_per_s"] > 0 and metrics["epochs"] == 1
+    config = json.loads((run / "config.json").read_text())
+    assert config["optimizer"] == "sgd" and config["milestones"] == [81, 122] and config["stack_n"] == 1
+    saved = tmp_path / "saved_models" / "r1"
+    assert (saved / "saved_model.pb").is_file() and (saved / "model.keras").is_file()
+    meta = json.loads((saved / "tfcnn.json").read_text())
+    assert meta["class_names"][0] == "airplane" and meta["input_shape"] == [32, 32, 3]
+    assert "done: r1 test accuracy" in result.stdout
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--arch", "vgg"], "unknown --arch"),
+    (["--lr", "-0.1"], "--lr must be positive"),
+    (["--dataset", "nosuchset"], "nosuchset"),
+    (["--arch", "resnet", "--stack-n", "0"], "--stack-n must be at least 1"),
+    (["--epochs", "many"], "not a valid int"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, shared_data, args, phrase):
+    result = _cli(_quick(tmp_path, shared_data, *args), REPO, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and phrase in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_dir_is_one_line(tmp_path):
+    result = _cli(["--data-dir", str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path)], REPO, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+KILL_AFTER_EPOCH_1 = """
+import os, signal, sys, keras
+from tfcnn import config, train
+class Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+cfg = config.make_config(dict(arg.split("=", 1) for arg in sys.argv[1:]))
+train.train_and_evaluate(cfg, callbacks=[Kill()])
+"""
+
+
+def test_run_killed_after_epoch_1_resumes_to_the_same_result(tmp_path, shared_data):
+    common = dict(arch="lenet5", dataset="mnist", data_dir=str(shared_data), limit_train="1024", limit_test="500",
+                  epochs="3", batch_size="64", schedule="cosine", deterministic="true", verbose="0", tensorboard="false",
+                  runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved"))
+    args = [f"{k}={v}" for k, v in common.items()]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_EPOCH_1, *args, "name=broken"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    run = tmp_path / "runs" / "broken"
+    assert not (run / "metrics.json").exists()
+    assert json.loads((run / "backup_train" / "training_metadata.json").read_text())["epoch"] == 1
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in common.items() if k not in ("deterministic", "tensorboard")]
+    flags += ["--deterministic", "--no-tensorboard"]
+    resumed = _cli([*flags, "--name", "broken"], REPO)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming train of broken after epoch 1/3" in resumed.stdout
+    unbroken = _cli([*flags, "--name", "whole"], REPO)
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+
+    a = json.loads((run / "metrics.json").read_text())
+    b = json.loads((tmp_path / "runs" / "whole" / "metrics.json").read_text())
+    assert a["epochs"] == b["epochs"] == 3
+    assert a["test"]["accuracy"] == pytest.approx(b["test"]["accuracy"], abs=1e-9)
+    assert a["test"]["loss"] == pytest.approx(b["test"]["loss"], rel=1e-5)
+    history_a = np.loadtxt(run / "history.csv", delimiter=",", skiprows=1)
+    history_b = np.loadtxt(tmp_path / "runs" / "whole" / "history.csv", delimiter=",", skiprows=1)
+    assert history_a.shape == history_b.shape
+    # Every column but the epoch timings matches.
+    header = (run / "history.csv").read_text().splitlines()[0].split(",")
+    keep = [i for i, name in enumerate(header) if name != "epoch_time_s"]
+    np.testing.assert_allclose(history_a[:, keep], history_b[:, keep], rtol=1e-5)
+
+    again = _cli([*flags, "--name", "whole"], REPO, timeout=120)
+    assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_same_seed_same_metrics_and_nan_stops_cleanly(tmp_path, shared_data):
+    from tfcnn import config, train
+    from tfcnn.errors import TfcnnError
+
+    base = dict(arch="lenet5", dataset="mnist", data_dir=str(shared_data), limit_train="512", limit_test="300",
+                epochs="1", batch_size="64", verbose="0", tensorboard="false", deterministic="true",
+                runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved"))
+    first = train.train_and_evaluate(config.make_config({**base, "name": "a"}))
+    second = train.train_and_evaluate(config.make_config({**base, "name": "b"}))
+    assert first["test"]["accuracy"] == second["test"]["accuracy"]
+    assert first["test"]["loss"] == pytest.approx(second["test"]["loss"], rel=1e-6)
+
+    import keras
+
+    class Poison(keras.callbacks.Callback):
+        """Turns a weight into NaN in the second epoch, as a diverging run would."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 2:
+                kernel = self.model.get_layer("predictions").kernel
+                kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    with pytest.raises(TfcnnError, match="NaN/inf in epoch 2, batch 3; stopped .the best checkpoint") as err:
+        train.train_and_evaluate(config.make_config({**base, "name": "nan", "epochs": "3"}), callbacks=[Poison()])
+    best = tmp_path / "runs" / "nan" / "best.weights.h5"
+    assert best.is_file() and str(best) in str(err.value)
+    assert not (tmp_path / "runs" / "nan" / "metrics.json").exists()
