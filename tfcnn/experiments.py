@@ -1,0 +1,513 @@
+"""Experiment grids: run a set of configurations, one run folder each, and compare them in one table.
+
+    python -m tfcnn.experiments lenet-variants --out docs/experiments     # the MNIST lab's ten variants
+    python -m tfcnn.experiments notmnist-models --epochs 3 --set width=1000
+    python -m tfcnn.experiments my_grid.yaml --quick                      # 1 epoch on 256 images
+    python -m tfcnn.experiments --list
+
+A grid is a base config plus a list of variants (dicts of Config fields); a YAML/JSON grid file has
+the keys of a GRIDS entry (base, variants, optional description and quick). Precedence, lowest first:
+per-arch defaults < base < variant < the grid's quick settings (--quick) < --epochs/--limit-train/--set.
+An override may not set a field the grid varies (that would make the variants equal).
+
+Run i lands in <runs_dir>/<grid>/<label> (<grid>-quick/ with --quick). A finished run (its
+metrics.json) is read back instead of retrained, and an unfinished one resumes from its last epoch
+(tfcnn.train), so an interrupted grid continues where it stopped. The table <out>/<grid>.csv and .md
+(default out: <runs_dir>/<grid>) and the figure <out>/<grid>.png compare the runs.
+"""
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+
+_LENET_LAB = dict(arch="lenet5", dataset="mnist", schedule="constant", batch_size=128, augment=False)
+
+# Each grid: description, base (Config fields shared by every run), variants (what differs),
+# quick (extra settings for --quick, on top of QUICK).
+GRIDS = {
+    "lenet-variants": dict(
+        description="The MNIST lab's ten LeNet-5 variants (optimizer x activation x learning rate): classic "
+                    "LeNet-5 (average pooling, 120-84 dense), constant learning rate, no augmentation. SGD is "
+                    "plain SGD (momentum 0), as the lab's Keras `SGD(lr)` default.",
+        base=dict(_LENET_LAB, epochs=5, momentum=0.0, nesterov=False),
+        variants=[dict(optimizer=o, activation=a, lr=lr) for o, a, lr in [
+            ("adam", "tanh", 0.01), ("adam", "tanh", 0.001), ("adam", "relu", 0.01), ("adam", "relu", 0.001),
+            ("sgd", "tanh", 0.01), ("sgd", "tanh", 0.001), ("sgd", "relu", 0.01), ("sgd", "relu", 0.001),
+            ("sgd", "tanh", 0.0001), ("adam", "tanh", 0.0001)]],
+    ),
+    "lenet-study": dict(
+        description="The MNIST lab's task 3, one factor at a time around a baseline (classic LeNet-5: 2 conv "
+                    "layers, tanh, average pooling, Adam 1e-3): number of conv layers (1/2/3), activation "
+                    "(tanh/relu/elu), learning rate (1e-2/1e-3/1e-4) and pooling (avg/max).",
+        base=dict(_LENET_LAB, epochs=3, optimizer="adam", lr=0.001, activation="tanh", pool="avg", conv_layers=2),
+        variants=[dict(label="baseline"), dict(conv_layers=1, label="1-conv"), dict(conv_layers=3, label="3-conv"),
+                  dict(activation="relu", label="relu"), dict(activation="elu", label="elu"),
+                  dict(lr=0.01, label="lr0.01"), dict(lr=0.0001, label="lr0.0001"), dict(pool="max", label="max-pool")],
+    ),
+    "notmnist-models": dict(
+        description="The notMNIST lab's tasks 1-3: two 3x3 convs + Dense 5000 (two_conv), one conv + 2x2 max "
+                    "pooling + Dense 5000 (pooled), classic LeNet-5; Adam, constant learning rate, no augmentation.",
+        base=dict(dataset="notmnist", optimizer="adam", schedule="constant", batch_size=128, epochs=3,
+                  augment=False),
+        variants=[dict(arch="two_conv", lr=1e-4, label="two_conv"), dict(arch="pooled", lr=1e-4, label="pooled"),
+                  dict(arch="lenet5", lr=1e-3, label="lenet5")],
+        quick=dict(width=64),  # two_conv at width 5000 has 125M parameters (~0.5 GB per saved copy)
+    ),
+    "mobilenet-sam": dict(
+        description="The MobileNetV2 homework: MobileNetV2 (alpha 0.5) with SAM (rho 0.05) and label smoothing "
+                    "0.1 vs plain SGD (Nesterov momentum 0.9, no smoothing), cosine schedule, on 3 CIFAR-10 classes.",
+        base=dict(arch="mobilenet_v2", alpha=0.5, dataset="cifar10", classes=["cat", "dog", "horse"], epochs=4,
+                  lr=0.05, batch_size=128, schedule="cosine", limit_train=6000),
+        variants=[dict(optimizer="sam", label_smoothing=0.1, label="sam-smooth0.1"),
+                  dict(optimizer="sgd", label_smoothing=0.0, label="sgd")],
+    ),
+}
+# --quick: a smoke run of the grid, not a result.
+QUICK = dict(epochs=1, limit_train=256, limit_test=500)
+# Fields that may differ between a finished run and the request that reuses it.
+_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "runs_dir", "saved_models_dir"}
+
+
+# ---------------------------------------------------------------- grids and their configurations
+
+def load_grid(name_or_path):
+    """(name, grid dict) for a GRIDS name or a .yaml/.json grid file."""
+    if name_or_path in GRIDS:
+        return name_or_path, GRIDS[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        raise TfcnnError(f"unknown grid {name_or_path!r}; choose one of {', '.join(GRIDS)} or pass a .yaml/.json grid file")
+    if not path.is_file():
+        raise TfcnnError(f"grid file {path} does not exist")
+    try:
+        if path.suffix == ".json":
+            grid = json.loads(path.read_text())
+        else:
+            import yaml
+            grid = yaml.safe_load(path.read_text())
+    except Exception as exc:
+        raise TfcnnError(f"grid file {path} could not be parsed ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(grid, dict) or not isinstance(grid.get("variants"), list) or not grid["variants"] \
+            or not all(isinstance(v, dict) for v in grid["variants"]):
+        raise TfcnnError(f"grid file {path} needs `variants:` a non-empty list of mappings (and optionally `base:`)")
+    unknown = sorted(set(grid) - {"name", "description", "base", "variants", "quick"})
+    if unknown:
+        raise TfcnnError(f"grid file {path} has unknown keys {unknown}; use name, description, base, variants, quick")
+    return str(grid.get("name") or path.stem), grid
+
+
+def _label_part(key, value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return f"{key}{'+'.join(map(str, value))}"
+    return f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}"
+
+
+def variant_label(variant):
+    """`label` if given, else the variant's values joined: adam-tanh-lr0.01, conv_layers1; {} is baseline."""
+    if variant.get("label"):
+        return str(variant["label"])
+    parts = [_label_part(k, v) for k, v in variant.items() if k != "label"]
+    return "-".join(parts).replace("/", "_") or "baseline"
+
+
+def grid_configs(name_or_path, *, quick=False, only=None, **overrides):
+    """(group, [(label, Config)], varied field names, grid dict); every config is validated before any run."""
+    from tfcnn.config import make_config
+
+    name, grid = load_grid(name_or_path)
+    variants = [dict(v) for v in grid["variants"]]
+    varied = list(dict.fromkeys(k for v in variants for k in v if k != "label"))
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    clash = sorted(set(overrides) & set(varied))
+    if clash:
+        raise TfcnnError(f"grid {name} varies {', '.join(clash)}; an override of it would make the variants "
+                         "equal: drop it, or write a grid file with the values you want")
+    labels = [variant_label(v) for v in variants]
+    if len(set(labels)) != len(labels):
+        raise TfcnnError(f"grid {name} has variants with the same label; give them distinct `label:` values")
+    if only is not None:
+        if isinstance(only, int):
+            keep = labels[:only]
+        else:
+            keep = [s.strip() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
+            missing = [s for s in keep if s not in labels]
+            if missing:
+                raise TfcnnError(f"grid {name} has no variant {missing[0]!r}; its variants: {', '.join(labels)}")
+        variants, labels = zip(*[(v, lab) for v, lab in zip(variants, labels) if lab in keep]) if keep else ((), ())
+    group = f"{name}-quick" if quick else name
+    extra = {**QUICK, **grid.get("quick", {})} if quick else {}
+    defaults = dict(verbose=0, tensorboard=False)
+    configs = []
+    for label, variant in zip(labels, variants):
+        variant = {k: v for k, v in variant.items() if k != "label"}
+        values = {**defaults, **grid.get("base", {}), **variant, **extra, **overrides, "name": f"{group}/{label}"}
+        try:
+            configs.append((label, make_config(values)))
+        except TfcnnError as exc:
+            raise TfcnnError(f"grid {name}, variant {label}: {exc}") from None
+    return group, configs, varied, grid
+
+
+# ---------------------------------------------------------------- running
+
+def run(config):
+    """Train `config` (tfcnn.train), or read back the metrics of its finished run with the same settings."""
+    run_dir = Path(config.runs_dir) / (config.name or "")
+    metrics_file = run_dir / "metrics.json"
+    if config.name and metrics_file.exists() and not config.overwrite:
+        saved = run_dir / "config.json"
+        old = json.loads(saved.read_text()) if saved.exists() else {}
+        changed = sorted(k for k, v in config.to_dict().items() if k not in _FREE and old.get(k) != v)
+        if changed:
+            raise TfcnnError(f"{run_dir} finished with other settings ({', '.join(changed)}); use another "
+                             "--runs-dir for this set of runs, or --set overwrite=true to train them again")
+        print(f"reusing finished run {run_dir}", flush=True)
+        return json.loads(metrics_file.read_text())
+    import keras
+
+    from tfcnn.train import train_and_evaluate
+
+    try:
+        return train_and_evaluate(config)
+    finally:
+        keras.utils.clear_session()  # the next run starts from a clean graph and name scope
+
+
+def history(run_dir):
+    """The epochs of a run (train stage, then fine-tune), as one DataFrame with a 1-based `epoch`."""
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in (Path(run_dir) / "history.csv", Path(run_dir) / "history_fine_tune.csv")
+              if p.exists() and p.stat().st_size]
+    if not frames:
+        return pd.DataFrame(columns=["epoch", "accuracy", "loss", "val_accuracy", "val_loss"])
+    hist = pd.concat(frames, ignore_index=True)
+    hist["epoch"] = np.arange(1, len(hist) + 1)
+    return hist
+
+
+def _row(label, config, varied, metrics, error=None):
+    hist = history(Path(config.runs_dir) / config.name)
+    last = hist.iloc[-1] if len(hist) else {}
+    row = {"variant": label}
+    for key in varied:
+        value = getattr(config, key)
+        row[key] = ",".join(map(str, value)) if isinstance(value, list) else value
+    test = (metrics or {}).get("test", {})
+    best_val, final_val = (metrics or {}).get("best_val_accuracy"), (metrics or {}).get("final_val_accuracy")
+    final_train = last.get("accuracy") if len(hist) else None
+    row.update({
+        "test_accuracy": test.get("accuracy"), "f1_macro": test.get("f1_macro"),
+        "best_val_accuracy": best_val, "best_epoch": (metrics or {}).get("best_epoch"),
+        "final_val_accuracy": final_val, "final_train_accuracy": final_train,
+        "gap_best_final_val": best_val - final_val if best_val is not None and final_val is not None else None,
+        "gap_train_val": final_train - final_val if final_train is not None and final_val is not None else None,
+        "epoch_time_s": (metrics or {}).get("epoch_time_s"), "epochs": (metrics or {}).get("epochs"),
+        "params": (metrics or {}).get("params"), "train_time_s": (metrics or {}).get("train_time_s"),
+        "wall_time_s": (metrics or {}).get("wall_time_s"),
+        "run": str(Path(config.runs_dir) / config.name),
+    })
+    if error:
+        row["error"] = error
+    return row
+
+
+def run_grid(name_or_path, *, quick=False, only=None, out=None, **overrides):
+    """Run (or reuse) every variant of a grid; write <out>/<grid>.{csv,md,png}; return the table.
+
+    `overrides` are Config fields set on every run (runs_dir, data_dir, epochs, limit_train...);
+    `only` keeps some variants (a list of labels, or the first N); `quick` = QUICK + the grid's quick.
+    A run that fails (e.g. its loss diverges) gets an `error` and empty metrics; the others still run.
+    """
+    import pandas as pd
+
+    command = overrides.pop("_command", None)
+    group, configs, varied, grid = grid_configs(name_or_path, quick=quick, only=only, **overrides)
+    runs_dir = Path(configs[0][1].runs_dir) if configs else Path(overrides.get("runs_dir", "runs"))
+    out = Path(out) if out else runs_dir / group
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)  # SavedModel export's retracing warnings, once per run
+    rows, start = [], time.perf_counter()
+    try:
+        for i, (label, config) in enumerate(configs, start=1):
+            print(f"[{group} {i}/{len(configs)}] {label}", flush=True)
+            try:
+                rows.append(_row(label, config, varied, run(config)))
+            except TfcnnError as exc:
+                if "finished with other settings" in str(exc) or "unfinished run with different settings" in str(exc):
+                    raise
+                print(f"[{group} {i}/{len(configs)}] {label} failed: {exc}", flush=True)
+                rows.append(_row(label, config, varied, None, error=str(exc)))
+    finally:
+        tf_log.setLevel(level)
+    wall = time.perf_counter() - start
+    table = pd.DataFrame(rows)
+    if command is None:
+        args = [repr(name_or_path)] + [f"{k}={v!r}" for k, v in
+                                       dict(quick=quick, only=only, **overrides).items() if v not in (None, False)]
+        command = f"tfcnn.experiments.run_grid({', '.join(args)})"
+    if len(table):
+        write_results(table, out, group, grid=grid, configs=[c for _, c in configs], varied=varied,
+                      command=command, wall_time_s=wall)
+    return table
+
+
+# ---------------------------------------------------------------- the table and the figure
+
+_MD_COLUMNS = [("test_accuracy", "test acc", "{:.4f}"), ("f1_macro", "macro F1", "{:.4f}"),
+               ("best_val_accuracy", "best val (epoch)", None), ("final_val_accuracy", "final val", "{:.4f}"),
+               ("gap_best_final_val", "best - final val", "{:+.4f}"), ("gap_train_val", "train - val (final)", "{:+.4f}"),
+               ("epoch_time_s", "s/epoch", "{:.1f}"), ("epochs", "epochs", "{:d}"), ("params", "params", "{:,d}")]
+
+
+def _cell(value, fmt):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if fmt and "d}" in fmt:
+        value = int(value)
+    return fmt.format(value) if fmt else str(value)
+
+
+def to_markdown(table, varied=()):
+    """The comparison as a Markdown table (no tabulate dependency)."""
+    header = ["variant", *varied] + [title for _, title, _ in _MD_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * (1 + len(varied)) + ["---:"] * len(_MD_COLUMNS)) + "|"]
+    for row in table.to_dict("records"):
+        cells = [str(row["variant"])] + [_cell(row.get(k), None if not isinstance(row.get(k), float) else "{:g}")
+                                         for k in varied]
+        for key, _, fmt in _MD_COLUMNS:
+            if key == "best_val_accuracy":
+                best = row.get(key)
+                cells.append("-" if best is None or np.isnan(best) else f"{best:.4f} ({int(row['best_epoch'])})")
+            else:
+                cells.append(_cell(row.get(key), fmt))
+        if isinstance(row.get("error"), str):
+            cells[0] += f" (failed: {row['error']})"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _common_settings(configs, varied):
+    """Fields every run shares that differ from the Config defaults: what the table's header states."""
+    from tfcnn.config import Config
+
+    default = Config().to_dict()
+    first = configs[0].to_dict()
+    skip = _FREE | set(varied) | {"seed"}
+    shared = {k: v for k, v in first.items() if k not in skip and all(c.to_dict()[k] == v for c in configs)}
+    keys = ["arch", "dataset", "classes", "epochs", "batch_size", "limit_train", "limit_test"]
+    keys += [k for k in shared if k not in keys and shared[k] != default.get(k)]
+    return ", ".join(f"{k}={shared[k]}" for k in keys if k in shared and shared[k] is not None)
+
+
+def write_results(table, out, group, *, grid, configs, varied, command, wall_time_s):
+    """<out>/<group>.csv (every column), .md (the readable table) and .png (the comparison figure)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{group}.csv", index=False, float_format="%.6g")
+    run_walls = table["wall_time_s"].fillna(0).sum() if "wall_time_s" in table else 0
+    md = [f"# Grid `{group}`", "", grid.get("description", "").strip(), "",
+          f"Common settings: {_common_settings(configs, varied)}.", "",
+          to_markdown(table, varied), "",
+          "test acc and macro F1: the best-validation checkpoint on the test set. best val (epoch): highest "
+          "validation accuracy and its 1-based epoch; best - final val: how much validation accuracy was lost by "
+          "the last epoch; train - val: final training accuracy (on the training batches, during the epoch) minus "
+          "final validation accuracy, the overfitting gap. s/epoch: training time per epoch on this machine.", "",
+          f"Command: `{command}`  ",
+          f"Time: the runs' own wall times (training and validation, from their metrics.json) sum to "
+          f"{run_walls:.0f} s; this invocation took {wall_time_s:.0f} s (finished runs are read back, not "
+          f"retrained). {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU core(s).", ""]
+    (out / f"{group}.md").write_text("\n".join(md))
+    plot_grid(table, out / f"{group}.png", title=group)
+    return out
+
+
+def plot_grid(table, path, title=None):
+    """Bar chart of test accuracy per variant and validation-accuracy curves per variant."""
+    import matplotlib
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    labels = list(table["variant"])
+    acc = table["test_accuracy"].astype(float).to_numpy()
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.42 * len(labels) + 1.5)))
+    colors = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")(np.arange(len(labels)) % 20)
+    y = np.arange(len(labels))
+    bars.barh(y, np.nan_to_num(acc), color=colors)
+    for yi, a in zip(y, acc):
+        bars.text(np.nan_to_num(a), yi, f" {a:.4f}" if np.isfinite(a) else " failed", va="center", fontsize=8)
+    bars.set_yticks(y, labels, fontsize=8)
+    bars.invert_yaxis()
+    finite = acc[np.isfinite(acc)]
+    low = max(0.0, float(finite.min()) - 0.05) if len(finite) else 0.0
+    bars.set_xlim(low, 1.0 + (1.0 - low) * 0.12)
+    bars.set_xlabel("test accuracy")
+    bars.grid(axis="x", alpha=0.3)
+    for label, run_dir, color in zip(labels, table["run"], colors):
+        hist = history(run_dir)
+        if len(hist) and "val_accuracy" in hist:
+            curves.plot(hist["epoch"], hist["val_accuracy"], marker="o", markersize=3, color=color, label=label)
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation accuracy")
+    curves.grid(alpha=0.3)
+    if curves.lines:
+        curves.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- notebook helpers
+
+def workspace(workdir=None, data_dir=None):
+    """Config fields that put runs/ and saved_models/ under `workdir` (default: this checkout's root)
+    and read data from data_dir, else $TFCNN_DATA_DIR, else ../shared/data next to the checkout."""
+    source_root = Path(__file__).resolve().parents[1]
+    root = Path(workdir) if workdir else source_root if (source_root / "pyproject.toml").exists() else Path.cwd()
+    data_dir = data_dir or os.environ.get("TFCNN_DATA_DIR")
+    if not data_dir and (source_root.parent / "shared" / "data").is_dir():
+        data_dir = str(source_root.parent / "shared" / "data")
+    return dict(runs_dir=str(root / "runs"), saved_models_dir=str(root / "saved_models"), data_dir=data_dir)
+
+
+def validation_mistakes(dataset="notmnist", data_dir=None, *, arch="lenet5", epochs=2, limit_train=None,
+                        batch_size=128, seed=0):
+    """What the notMNIST lab's two mistakes cost, measured on one small model, trained three ways.
+
+    1. correct: stratified shuffled 10% validation split, inputs standardised (train mean/std);
+    2. Keras `validation_split=0.1` on the label-sorted training arrays: the last 10% of a set stored
+       letter by letter holds one or two letters, which the model then never trains on;
+    3. raw 0-255 pixels fed to the network (no normalisation), stratified split.
+    Returns (table, val_counts): one row per setup (validation classes, val and test accuracy) and
+    the per-class counts of the two validation sets.
+    """
+    import keras
+    import pandas as pd
+
+    from tfcnn import data, models
+
+    ds = data.load(dataset, data_dir)
+    x, y = ds.x_train, ds.y_train
+    if limit_train and limit_train < len(y):
+        keep = np.sort(np.random.default_rng(seed).choice(len(y), limit_train, replace=False))
+        x, y = x[keep], y[keep]  # sorted indices: the stored (label) order is kept
+    x_tr, y_tr, x_val, y_val = data.split_validation(x, y, 0.1, seed)
+    tail = y[-int(round(0.1 * len(y))):]
+    counts = pd.DataFrame({"last 10% (validation_split=0.1)": np.bincount(tail, minlength=ds.num_classes),
+                           "stratified 10%": np.bincount(y_val, minlength=ds.num_classes)},
+                          index=pd.Index(ds.class_names, name="class"))
+
+    def fit(train_x, train_y, normalization, **fit_kwargs):
+        keras.utils.set_random_seed(seed)
+        model = models.build(arch, ds.image_shape, ds.num_classes, normalization=normalization)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        hist = model.fit(train_x.astype("float32"), train_y, epochs=epochs, batch_size=batch_size, verbose=0,
+                         **fit_kwargs)
+        _, test_acc = model.evaluate(ds.x_test.astype("float32"), ds.y_test, verbose=0)
+        keras.utils.clear_session()
+        return hist.history["val_accuracy"][-1], test_acc
+
+    stats = [s.tolist() for s in data.normalization_stats(x_tr)]
+    rows = []
+    for setup, val_y, (val_acc, test_acc) in [
+        ("stratified split, standardised inputs (correct)", y_val,
+         fit(x_tr, y_tr, stats, validation_data=(x_val.astype("float32"), y_val))),
+        ("last 10% as validation (Keras validation_split=0.1)", tail,
+         fit(x, y, stats, validation_split=0.1)),
+        ("stratified split, raw 0-255 pixels", y_val,
+         fit(x_tr, y_tr, None, validation_data=(x_val.astype("float32"), y_val))),
+    ]:
+        present = [ds.class_names[c] for c in np.unique(val_y)]
+        rows.append({"setup": setup, "validation classes": "".join(present) if len(present) <= 3 else
+                     f"all {len(present)}", "val accuracy": val_acc, "test accuracy": test_acc})
+    return pd.DataFrame(rows), counts
+
+
+def linear_baseline(dataset="notmnist", data_dir=None, *, limit_train=None, seed=0, max_iter=200):
+    """Test accuracy of multinomial logistic regression on standardised raw pixels (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tfcnn import data
+
+    ds = data.load(dataset, data_dir)
+    x, y = ds.x_train, ds.y_train
+    if limit_train and limit_train < len(y):
+        keep = np.random.default_rng(seed).choice(len(y), limit_train, replace=False)
+        x, y = x[keep], y[keep]
+    mean, std = data.normalization_stats(x)
+    flat = lambda images: ((images.astype("float32") - mean) / np.where(std > 0, std, 1)).reshape(len(images), -1)
+    clf = LogisticRegression(max_iter=max_iter).fit(flat(x), y)
+    return {"train_images": int(len(y)), "test_accuracy": float(clf.score(flat(ds.x_test), ds.y_test))}
+
+
+# ---------------------------------------------------------------- CLI
+
+def _parse_set(items):
+    values = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TfcnnError(f"--set takes key=value (a Config field), got {item!r}")
+        values[key.strip().replace("-", "_")] = value
+    return values
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m tfcnn.experiments", description=__doc__.split("\n")[0])
+    parser.add_argument("grid", nargs="?", help=f"a grid name ({', '.join(GRIDS)}) or a .yaml/.json grid file")
+    parser.add_argument("--list", action="store_true", help="list the built-in grids and their variants")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--limit-train", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} (+ the grid's own quick settings)")
+    parser.add_argument("--only", default=None, help="comma list of variant labels to run")
+    parser.add_argument("--runs-dir", default=None, help="where the run folders go (default runs)")
+    parser.add_argument("--out", default=None, help="folder for <grid>.csv/.md/.png (default <runs-dir>/<grid>)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
+                        help="a Config field for every run, e.g. --set width=1000 (repeatable)")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    if args.list:
+        for name, grid in GRIDS.items():
+            print(f"{name}: {', '.join(variant_label(v) for v in grid['variants'])}")
+        return 0
+    if not args.grid:
+        raise TfcnnError("name a grid (python -m tfcnn.experiments --list) or a .yaml/.json grid file")
+    overrides = {**_parse_set(args.sets), "epochs": args.epochs, "limit_train": args.limit_train,
+                 "runs_dir": args.runs_dir, "data_dir": args.data_dir}
+    command = "python -m tfcnn.experiments " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    table = run_grid(args.grid, quick=args.quick, only=args.only, out=args.out, _command=command, **overrides)
+    group = f"{load_grid(args.grid)[0]}{'-quick' if args.quick else ''}"
+    out = Path(args.out) if args.out else Path(args.runs_dir or "runs") / group
+    print(to_markdown(table, [c for c in table.columns if c in _varied_columns(table)]))
+    print(f"-> {out / (group + '.md')}, {out / (group + '.csv')}, {out / (group + '.png')}")
+    return 1 if "error" in table and table["error"].notna().any() else 0
+
+
+def _varied_columns(table):
+    fixed = {"variant", "error", "run"} | {k for k, _, _ in _MD_COLUMNS} | {
+        "best_epoch", "final_train_accuracy", "train_time_s", "wall_time_s"}
+    return [c for c in table.columns if c not in fixed]
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
