@@ -148,3 +148,14 @@ def test_same_seed_same_metrics_and_nan_stops_cleanly(tmp_path, shared_data):
     best = tmp_path / "runs" / "nan" / "best.weights.h5"
     assert best.is_file() and str(best) in str(err.value)
     assert not (tmp_path / "runs" / "nan" / "metrics.json").exists()
+
+
+def test_mirrored_strategy_on_two_logical_cpus_with_bfloat16(tmp_path, shared_data):
+    result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "512", "--limit-test", "200",
+                         "--epochs", "1", "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2",
+                         "--mixed-precision", "bfloat16", "--name", "m2"), REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s), global batch 64, bfloat16" in result.stdout
+    metrics = json.loads((tmp_path / "runs" / "m2" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["precision_policy"] == "bfloat16"
+    assert metrics["test"]["num_examples"] == 200 and np.isfinite(metrics["test"]["loss"])
