@@ -134,7 +134,9 @@ def main(argv=None):
     model = load_model(args.model)
     classes = args.classes.split(",") if args.classes else None
     ds = data.load(args.dataset, args.data_dir, classes=classes)
-    x, y = ds.x_test[:args.limit_test], ds.y_test[:args.limit_test]
+    # The same (stratified) test subset the trainer evaluates with --limit-test.
+    pipes = data.make_pipelines(ds, batch_size=256, val_fraction=0, augment=False, limit_test=args.limit_test)
+    x, y = pipes.x_test, pipes.y_test
     n_out = model.output_shape[-1]
     if n_out != ds.num_classes:
         raise TfcnnError(f"the model predicts {n_out} classes but {args.dataset} has {ds.num_classes}; "

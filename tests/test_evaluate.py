@@ -1,0 +1,49 @@
+"""tfcnn.evaluate: metrics of a saved model, re-computed from the CLI, match the trainer's."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tfcnn import config, train
+from tfcnn.evaluate import compute_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_compute_metrics_against_hand_counts():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.9 + 0.1 / 3
+    metrics, report = compute_metrics(y, probs, ["a", "b", "c"])
+    assert metrics["accuracy"] == 4 / 6
+    # precision a=1/2, b=2/3, c=1; recall a=1/2, b=1, c=1/2
+    assert np.isclose(metrics["precision_macro"], (1 / 2 + 2 / 3 + 1) / 3)
+    assert np.isclose(metrics["recall_macro"], (1 / 2 + 1 + 1 / 2) / 3)
+    assert metrics["per_class"]["b"]["recall"] == 1.0 and "macro avg" in report
+
+
+def test_evaluate_cli_reproduces_the_run_metrics(tmp_path, shared_data):
+    metrics = train.train_and_evaluate(config.make_config(dict(
+        arch="lenet5", dataset="mnist", data_dir=str(shared_data), limit_train="1024", limit_test="400", epochs="1",
+        verbose="0", tensorboard="false", runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved"),
+        name="small")))
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "tfcnn.evaluate", "--model", str(tmp_path / "saved" / "small"), "--dataset", "mnist",
+         "--data-dir", str(shared_data), "--limit-test", "400", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    again = json.loads((out / "metrics.json").read_text())["test"]
+    assert again["accuracy"] == metrics["test"]["accuracy"]
+    assert np.isclose(again["f1_macro"], metrics["test"]["f1_macro"])
+    assert (out / "confusion_matrix.png").stat().st_size > 1000 and (out / "classification_report.txt").exists()
+
+    wrong = subprocess.run(
+        [sys.executable, "-m", "tfcnn.evaluate", "--model", str(tmp_path / "saved" / "small"), "--dataset",
+         "cifar10", "--data-dir", str(shared_data)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr and "images" in wrong.stderr
+    missing = subprocess.run([sys.executable, "-m", "tfcnn.evaluate", "--model", str(tmp_path / "nope"),
+                              "--dataset", "mnist"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
