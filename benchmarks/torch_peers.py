@@ -1,0 +1,91 @@
+"""PyTorch peers of tfcnn's models: training images/s on random in-memory data, one JSON line.
+
+    .venv-torch/bin/python benchmarks/torch_peers.py --arch resnet --stack-n 5 --channels-last
+    .venv-torch/bin/python benchmarks/torch_peers.py --arch lenet5 --dataset mnist --steps 100
+
+resnet is the shared reference network (/work/shared/bench/torch_resnet_cifar.py, imported, not
+copied; SGD Nesterov 0.1, weight decay 1e-4). lenet5 and two_conv mirror tfcnn.models with
+PyTorch's default layers, trained with Adam as the MNIST/notMNIST labs do. Runs in the
+separate PyTorch venv (pip install torch==2.13.0 numpy); needs no tfcnn import.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import time
+
+import torch
+import torch.nn as nn
+
+REFERENCE = os.environ.get("TORCH_RESNET_REFERENCE", "/work/shared/bench/torch_resnet_cifar.py")
+SHAPES = {"mnist": (1, 28, 28), "notmnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def lenet5(channels=1, classes=10):
+    """tfcnn.models.lenet5 defaults: tanh, average pooling, C1 padded 'same', 120-84 dense."""
+    return nn.Sequential(
+        nn.Conv2d(channels, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, classes))
+
+
+def two_conv(channels=1, classes=10, width=5000, size=28):
+    """tfcnn.models.two_conv: two 3x3 ReLU convs (16, 32), no pooling, one wide Dense layer."""
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * size * size, width), nn.ReLU(), nn.Linear(width, classes))
+
+
+def reference_resnet(stack_n):
+    spec = importlib.util.spec_from_file_location("torch_resnet_cifar", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.resnet(stack_n)
+
+
+def build(arch, dataset, stack_n, width):
+    channels, size, _ = SHAPES[dataset]
+    if arch == "resnet":
+        model = reference_resnet(stack_n)
+        return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    model = lenet5(channels) if arch == "lenet5" else two_conv(channels, width=width, size=size)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3 if arch == "lenet5" else 1e-4)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", choices=("resnet", "lenet5", "two_conv"), default="resnet")
+    ap.add_argument("--dataset", choices=sorted(SHAPES), default="cifar10")
+    ap.add_argument("--stack-n", type=int, default=5)
+    ap.add_argument("--width", type=int, default=5000)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--channels-last", action="store_true")
+    a = ap.parse_args()
+    model, opt = build(a.arch, a.dataset, a.stack_n, a.width)
+    x = torch.rand(a.batch_size, *SHAPES[a.dataset])
+    y = torch.randint(0, 10, (a.batch_size,))
+    if a.channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    for _ in range(a.warmup):
+        step()
+    t = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    dt = time.perf_counter() - t
+    print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "arch": a.arch, "dataset": a.dataset,
+                      "stack_n": a.stack_n if a.arch == "resnet" else None, "channels_last": a.channels_last,
+                      "batch_size": a.batch_size, "threads": torch.get_num_threads(),
+                      "train_images_per_s": round(a.steps * a.batch_size / dt, 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,385 @@
+"""Training throughput: the trainer's own path vs synthetic data, per device, and vs PyTorch.
+
+    python -m tfcnn.bench --arch resnet --stack-n 5 --steps 30            # readable table
+    python -m tfcnn.bench --arch resnet --stack-n 5 --vs-pytorch --vs-naive --repeat 3 --json
+    python -m tfcnn.bench --arch lenet5 --dataset mnist --steps 100
+
+"pipeline" is what `train_and_evaluate` runs: data.load + make_pipelines + train_epochs (decode
+cache, shuffle, augmentation) feeding model.fit of the model and compile the trainer builds, under
+configure_runtime's thread and precision settings. "synthetic" is the same model on one batch
+held in memory (the framework's compute path alone). `--vs-naive` runs plain Keras in a child
+process (model.fit(x, y) on numpy arrays, TF's default threads); `--vs-pytorch` runs the PyTorch
+reference (benchmarks/torch_peers.py) in the separate PyTorch venv. Runs alternate, `--repeat`
+times, so load from other processes hits all of them alike; the median is reported.
+
+Notebook API: `time_training("resnet", "cifar10", stack_n=5)` -> dict; `devices()` -> names.
+"""
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfcnn.errors import ArgumentParser, TfcnnError, run_cli  # noqa: E402
+
+SOURCES = ("pipeline", "synthetic")
+WARMUP_STEPS = 5  # the first steps trace and compile the train function; never timed
+REPO = Path(__file__).resolve().parents[1]
+TORCH_PEERS = REPO / "benchmarks" / "torch_peers.py"
+DEFAULT_TORCH_PYTHON = REPO / ".venv-torch" / "bin" / "python"
+
+
+def devices():
+    """Logical devices model.fit can train on, e.g. ['/device:CPU:0', '/device:GPU:0']."""
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU")]
+
+
+class _StepClock(keras.callbacks.Callback):
+    """perf_counter after each executed batch (one entry per execution with steps_per_execution > 1)."""
+
+    def on_train_begin(self, logs=None):
+        self.marks = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.marks.append((batch, time.perf_counter()))
+
+
+def _config(arch, dataset, batch_size, data_dir, overrides, model_options):
+    from tfcnn import config as config_lib
+
+    values = {"arch": arch, "dataset": dataset, "batch_size": batch_size, "data_dir": data_dir,
+              "verbose": 0, "tensorboard": False, **(overrides or {}), **model_options}
+    return config_lib.make_config(values)
+
+
+def _trainer_model(config, pipes, num_classes, steps_per_epoch, compile_options=None):
+    """The model and compile train_and_evaluate builds (optionally recompiled with extra options)."""
+    from tfcnn import train
+    from tfcnn.optim import make_optimizer
+
+    model, _, _ = train._build_model(config, pipes, num_classes)
+    decoupled = config.arch != "resnet" or bool(config.init_from)
+    train._compile(model, config, make_optimizer(config, steps_per_epoch, decoupled_weight_decay=decoupled),
+                   num_classes)
+    if compile_options:  # experiments only (benchmarks/ablation.py): same optimizer and loss
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], **compile_options)
+    return model
+
+
+class _Spec:
+    """What a synthetic run needs from a loaded dataset (shape, classes, normalisation statistics)."""
+
+    def __init__(self, image_shape, num_classes, mean, std, train_size):
+        self.image_shape, self.mean, self.std, self.train_size = tuple(image_shape), mean, std, train_size
+        self.num_classes = num_classes
+
+
+def _synthetic_batches(spec, batch_size, one_hot, seed=0):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (batch_size, *spec.image_shape)).astype(np.float32)  # raw 0-255 pixels
+    y = rng.integers(0, spec.num_classes, batch_size).astype(np.int32)
+    y = np.eye(spec.num_classes, dtype=np.float32)[y] if one_hot else y
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+def _measure(model, batches, total_steps, batch_size, warmup):
+    clock = _StepClock()
+    model.fit(batches, epochs=1, steps_per_epoch=total_steps, shuffle=False, verbose=0, callbacks=[clock])
+    marks = [m for m in clock.marks if m[0] >= warmup - 1]
+    (first, t0), (last, t1) = marks[0], marks[-1]
+    if last <= first or t1 <= t0:
+        raise TfcnnError("too few timed steps; raise --steps")
+    return batch_size * (last - first) / (t1 - t0)
+
+
+class _Session:
+    """Loads data once; each `run(source, device)` builds a fresh model and times it."""
+
+    def __init__(self, arch, dataset, *, batch_size, data_dir=None, config_overrides=None, compile_options=None,
+                 **model_options):
+        from tfcnn import data
+        from tfcnn.train import configure_runtime
+
+        self.config = _config(arch, dataset, batch_size, data_dir, config_overrides, model_options)
+        self.precision = configure_runtime(self.config)
+        self.batch_size = batch_size
+        self.compile_options = compile_options
+        cfg = self.config
+        ds = data.load(cfg.dataset, cfg.data_dir, classes=cfg.classes)
+        self.pipes = data.make_pipelines(ds, batch_size=batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                         augment=cfg.augment, limit_train=cfg.limit_train,
+                                         limit_test=cfg.limit_test, one_hot=cfg.label_smoothing > 0)
+        self.num_classes = ds.num_classes
+        self.steps_per_epoch = math.ceil(self.pipes.train_size / batch_size)
+
+    def run(self, source, steps, device=None, warmup=WARMUP_STEPS):
+        import tensorflow as tf
+        from tfcnn.data import train_epochs
+
+        total = warmup + steps
+        with tf.device(device) if device else _nullcontext():
+            model = _trainer_model(self.config, self.pipes, self.num_classes, self.steps_per_epoch,
+                                   self.compile_options)
+            if source == "pipeline":
+                epochs = math.ceil(total / self.steps_per_epoch)
+                batches = train_epochs(self.pipes, epochs=epochs, seed=self.config.seed)
+            else:
+                spec = _Spec(self.pipes.image_shape, self.num_classes, self.pipes.mean, self.pipes.std,
+                             self.pipes.train_size)
+                batches = _synthetic_batches(spec, self.batch_size, self.config.label_smoothing > 0)
+            rate = _measure(model, batches, total, self.batch_size, warmup)
+        keras.backend.clear_session()
+        return rate
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def time_training(arch, dataset, *, batch_size=128, steps=30, data_dir=None, device=None, source="pipeline",
+                  **model_options):
+    """Time `steps` training steps of the trainer's path on one device; a dict for notebooks.
+
+    Keys: device, source, images_per_s, epoch_time_s (the dataset's train split at that rate,
+    training only), steps, batch_size, precision. `source="synthetic"` feeds one in-memory batch.
+    """
+    if source not in SOURCES:
+        raise TfcnnError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    session = _Session(arch, dataset, batch_size=batch_size, data_dir=data_dir, **model_options)
+    device = device or devices()[0]
+    rate = session.run(source, steps, device)
+    return {"device": device, "source": source, "images_per_s": round(rate, 1),
+            "epoch_time_s": round(session.pipes.train_size / rate, 2), "train_size": session.pipes.train_size,
+            "steps": steps, "batch_size": batch_size, "precision": session.precision}
+
+
+# ---------------------------------------------------------------- peers in child processes
+
+def _child_json(cmd, what, env=None):
+    """Run a peer benchmark; its last stdout line is one JSON object."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    except OSError as exc:
+        raise TfcnnError(f"could not start {what} ({cmd[0]}: {exc.strerror})") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TfcnnError(f"{what} failed (exit {done.returncode}): {tail}")
+    return json.loads(lines[-1])
+
+
+def _torch_cmd(torch_python, arch, dataset, batch_size, steps, stack_n, channels_last, width):
+    cmd = [str(torch_python), str(TORCH_PEERS), "--arch", arch, "--dataset", dataset, "--batch-size", str(batch_size),
+           "--steps", str(steps)]
+    if stack_n:
+        cmd += ["--stack-n", str(stack_n)]
+    if width:
+        cmd += ["--width", str(width)]
+    if channels_last:
+        cmd.append("--channels-last")
+    return cmd
+
+
+def _naive_keras(arch, dataset, batch_size, steps, data_dir, model_options):
+    """Plain Keras as a newcomer writes it: TF's default threads, model.fit(x, y) on float arrays."""
+    from tfcnn import data, models
+
+    ds = data.load(dataset, data_dir)
+    n = batch_size * (WARMUP_STEPS + steps)
+    idx = np.arange(n) % len(ds.y_train)
+    x, y = ds.x_train[idx].astype("float32"), ds.y_train[idx]
+    mean, std = data.normalization_stats(ds.x_train)
+    model = models.build(arch, ds.image_shape, ds.num_classes, normalization=(mean.tolist(), std.tolist()),
+                         **model_options)
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True) if arch == "resnet" else keras.optimizers.Adam()
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = _StepClock()
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0, callbacks=[clock])
+    (first, t0), (last, t1) = clock.marks[WARMUP_STEPS - 1], clock.marks[-1]
+    return batch_size * (last - first) / (t1 - t0)
+
+
+# ---------------------------------------------------------------- CLI
+
+def _model_options(args):
+    opts = {}
+    if args.stack_n is not None:
+        opts["stack_n"] = args.stack_n
+    if args.width is not None:
+        opts["width"] = args.width
+    return opts
+
+
+def _overrides(args):
+    return {k: v for k, v in (("mixed_precision", args.mixed_precision), ("cpu_threads", args.cpu_threads),
+                              ("augment", args.augment)) if v is not None}
+
+
+def _parser():
+    from tfcnn import models
+
+    parser = ArgumentParser(prog="python -m tfcnn.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default="resnet", help=f"one of: {', '.join(models.available())} (default resnet)")
+    parser.add_argument("--dataset", help="default: the arch's dataset (resnet: cifar10)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per run (after %d warm-up steps)"
+                        % WARMUP_STEPS)
+    parser.add_argument("--stack-n", type=int, help="resnet depth 6n+2 (default 5: ResNet-32)")
+    parser.add_argument("--width", type=int, help="two_conv / pooled hidden width")
+    parser.add_argument("--data-dir", help="dataset folder (default $TFCNN_DATA_DIR, else ./data)")
+    parser.add_argument("--mixed-precision", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="override the config's policy (default auto)")
+    parser.add_argument("--cpu-threads", type=int, help="intra-op threads (default: all cores)")
+    parser.add_argument("--augment", action=__import__("argparse").BooleanOptionalAction, default=None)
+    parser.add_argument("--sources", default="pipeline,synthetic",
+                        help="comma list of pipeline,synthetic (default both)")
+    parser.add_argument("--all-devices", action="store_true",
+                        help="also time the pipeline on every GPU (the CPU is always timed)")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate all runs this many times; report medians")
+    parser.add_argument("--vs-naive", action="store_true", help="also time plain Keras fit(x, y) in a child process")
+    parser.add_argument("--vs-pytorch", action="store_true", help="also time the PyTorch reference (resnet: "
+                        "channels_last and NCHW)")
+    parser.add_argument("--torch-python", default=str(DEFAULT_TORCH_PYTHON),
+                        help="python of a venv with torch (default .venv-torch/bin/python)")
+    parser.add_argument("--naive-child", action="store_true", help=__import__("argparse").SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return parser
+
+
+def _check(args):
+    from tfcnn import config as config_lib, models
+
+    if args.arch not in models.available():
+        raise TfcnnError(f"unknown --arch {args.arch!r}; choose one of {', '.join(models.available())}")
+    args.dataset = args.dataset or config_lib.ARCH_DEFAULTS.get(args.arch, {}).get("dataset", "mnist")
+    for flag in ("batch_size", "steps", "repeat"):
+        if getattr(args, flag) < 1:
+            raise TfcnnError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.steps < 2:
+        raise TfcnnError("--steps must be at least 2 (a rate needs two timed steps)")
+    sources = [s for s in args.sources.split(",") if s]
+    bad = [s for s in sources if s not in SOURCES]
+    if bad or not sources:
+        raise TfcnnError(f"--sources takes a comma list of {', '.join(SOURCES)}; got {args.sources!r}")
+    args.sources = sources
+    if args.vs_pytorch and not Path(args.torch_python).exists():
+        raise TfcnnError(f"no PyTorch interpreter at {args.torch_python}; create it with: python3 -m venv .venv-torch "
+                         "&& .venv-torch/bin/pip install torch==2.13.0 numpy (or pass --torch-python PATH)")
+
+
+def _cpu_load():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def benchmark(args):
+    """All runs of one CLI invocation, alternated `repeat` times; returns the report dict."""
+    options = _model_options(args)
+    session = _Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
+                       config_overrides=_overrides(args), **options)
+    names = devices()
+    cpu = next(d for d in names if "CPU" in d)
+    runs = [(f"tfcnn {s}", lambda s=s: session.run(s, args.steps, cpu)) for s in args.sources]
+    if args.all_devices:
+        runs += [(f"tfcnn pipeline {d}", lambda d=d: session.run("pipeline", args.steps, d))
+                 for d in names if "GPU" in d]
+    if args.vs_naive:
+        cmd = [sys.executable, "-m", "tfcnn.bench", "--naive-child", "--arch", args.arch, "--dataset", args.dataset,
+               "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+        cmd += [f for k, v in options.items() for f in (f"--{k.replace('_', '-')}", str(v))]
+        cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+        runs.append(("keras naive fit(x, y)", lambda cmd=cmd: _child_json(cmd, "naive Keras")["images_per_s"]))
+    if args.vs_pytorch:
+        layouts = (True, False) if args.arch == "resnet" else (False,)
+        for channels_last in layouts:
+            cmd = _torch_cmd(args.torch_python, args.arch, args.dataset, args.batch_size, args.steps,
+                             options.get("stack_n"), channels_last, options.get("width"))
+            label = "pytorch " + ("channels_last" if channels_last else "NCHW")
+            runs.append((label, lambda cmd=cmd: _child_json(cmd, "the PyTorch reference")["train_images_per_s"]))
+    load_before = _cpu_load()
+    rates = {name: [] for name, _ in runs}
+    for _ in range(args.repeat):
+        for name, fn in runs:
+            rates[name].append(fn())
+    rows = []
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        rows.append({"run": name, "images_per_s": round(rate, 1), "runs": [round(v, 1) for v in values],
+                     "epoch_time_s": round(session.pipes.train_size / rate, 2)})
+    by_name = {r["run"]: r["images_per_s"] for r in rows}
+    base = by_name.get("tfcnn pipeline") or by_name.get("tfcnn synthetic")
+    ratios = {f"tfcnn / {k}": round(base / v, 3) for k, v in by_name.items() if not k.startswith("tfcnn")}
+    if "tfcnn pipeline" in by_name and "tfcnn synthetic" in by_name:
+        ratios["pipeline / synthetic"] = round(by_name["tfcnn pipeline"] / by_name["tfcnn synthetic"], 3)
+    per_device = []
+    cpu_rate = by_name.get("tfcnn pipeline")
+    for d in names:
+        rate = by_name.get("tfcnn pipeline") if d == cpu else by_name.get(f"tfcnn pipeline {d}")
+        if rate:
+            per_device.append({"device": d, "images_per_s": rate, "epoch_time_s": round(session.pipes.train_size / rate, 2),
+                               "speedup_vs_cpu": round(rate / cpu_rate, 2)})
+    import tensorflow as tf
+
+    return {"arch": args.arch, "dataset": args.dataset, "batch_size": args.batch_size, "steps": args.steps,
+            "repeat": args.repeat, "model_options": options, "precision": session.precision,
+            "train_size": session.pipes.train_size, "devices": names, "results": rows, "ratios": ratios,
+            "per_device": per_device, "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "cpu_count": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": _cpu_load(),
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def _print_table(report):
+    print(f"{report['arch']} {report['model_options'] or ''} on {report['dataset']}, batch {report['batch_size']}, "
+          f"{report['steps']} timed steps x {report['repeat']}, policy {report['precision']}, "
+          f"threads intra {report['intra_op_threads']} / inter {report['inter_op_threads']}, "
+          f"load avg {report['load_avg_before']} -> {report['load_avg_after']}")
+    print(f"{'run':28} {'images/s':>9} {'epoch s':>8}  runs")
+    for r in report["results"]:
+        print(f"{r['run']:28} {r['images_per_s']:9.1f} {r['epoch_time_s']:8.1f}  {r['runs']}")
+    for k, v in report["ratios"].items():
+        print(f"{k:38} {v:6.2f}x")
+    print(f"\nper device (pipeline, train split {report['train_size']} images):")
+    print(f"{'device':18} {'images/s':>9} {'epoch s':>8} {'100 epochs':>11} {'vs CPU':>7}")
+    for d in report["per_device"]:
+        print(f"{d['device']:18} {d['images_per_s']:9.1f} {d['epoch_time_s']:8.1f} "
+              f"{d['epoch_time_s'] * 100 / 60:9.1f} m {d['speedup_vs_cpu']:6.2f}x")
+    if not any("GPU" in d for d in report["devices"]):
+        print("no GPU on this machine: CPU only")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    _check(args)
+    if args.naive_child:
+        rate = _naive_keras(args.arch, args.dataset, args.batch_size, args.steps, args.data_dir, _model_options(args))
+        print(json.dumps({"images_per_s": round(rate, 1)}))
+        return 0
+    report = benchmark(args)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
