@@ -165,7 +165,8 @@ def test_cli_exports_a_trainer_folder_and_keeps_its_other_artefacts(tmp_path):
     done = _cli("--model", folder, "--format", "onnx", "--data-dir", DATA_DIR, "--check-images", 300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "top-1 agreement 100.00% (300/300)" in done.stdout and "max abs prob diff" in done.stdout
-    assert json.loads((folder / "model.onnx.json").read_text())["check"]["images"] == 300
+    stored = json.loads((folder / "model.onnx.json").read_text())["check"]
+    assert stored["images"] == 300 and stored["images_from"] == "mnist test set, 300 of 10000 images evenly spaced"
 
     done = _cli("--model", folder / "model.keras", "--format", "savedmodel", "--data-dir", DATA_DIR,
                 "--check-images", 256, cwd=tmp_path)

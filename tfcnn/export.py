@@ -222,11 +222,12 @@ def read_meta(path):
     return None
 
 
-def export(model, fmt, target, *, images, meta, tolerance=None, keep=()):
+def export(model, fmt, target, *, images, meta, tolerance=None, keep=(), images_from=None):
     """Write `model` as `fmt` to `target`, check it on `images` (NHWC, raw 0-255) and return the check.
 
     target is a file for keras/onnx/tflite (X.json is written beside it) and a folder for savedmodel.
     `keep`: names inside an existing savedmodel folder to carry over (other exports of the same model).
+    `images_from`: where the check images came from, stored with the figures.
     Raises TfcnnError, leaving `target` as it was, if the artefact disagrees with the Keras model.
     """
     if fmt not in FORMATS:
@@ -240,13 +241,14 @@ def export(model, fmt, target, *, images, meta, tolerance=None, keep=()):
     reference = predict_proba(model, images)
     target = Path(target)
     meta = dict(meta)
+    about = {"format": fmt, **({"images_from": images_from} if images_from else {})}
     if fmt == "savedmodel":
         tmp = _atomic_dir(target)
         try:
             _write_saved_model(model, tmp, meta)
             check = _check(fmt, tmp, images, reference, tolerance)
             _fail_unless(check, fmt, target)
-            _write_saved_model_meta(tmp, {**meta, "check": {"format": fmt, **check}})
+            _write_saved_model_meta(tmp, {**meta, "check": {**about, **check}})
             for name in keep:
                 if (target / name).exists() and not (tmp / name).exists():
                     if (target / name).is_dir():
@@ -263,7 +265,7 @@ def export(model, fmt, target, *, images, meta, tolerance=None, keep=()):
         check = _check(fmt, tmp, images, reference, tolerance)
         _fail_unless(check, fmt, target)
         # The sidecar goes first: once the artefact's name exists, its metadata does too.
-        _write_json(sidecar, {**meta, "check": {"format": fmt, **check}})
+        _write_json(sidecar, {**meta, "check": {**about, **check}})
     return check
 
 
@@ -351,7 +353,8 @@ def main(argv=None):
     if args.format == "savedmodel" and target.exists() and target.resolve() == source_folder.resolve():
         keep = [p.name for p in target.iterdir()]  # re-export in place: the folder's other artefacts stay
     start = time.perf_counter()
-    check = export(model, args.format, target, images=images, meta=meta, tolerance=args.tolerance, keep=keep)
+    check = export(model, args.format, target, images=images, meta=meta, tolerance=args.tolerance, keep=keep,
+                   images_from=f"{dataset} test set, {len(images)} of {len(ds.x_test)} images evenly spaced")
     print(f"{args.format}: {target} checked on {check['images']} {dataset} test images: {_describe(check)} "
           f"[{time.perf_counter() - start:.1f}s]")
     return 0
