@@ -31,8 +31,10 @@ def web_ready():
     if not all((WEB / "node_modules" / pkg).is_dir() for pkg in ("onnxruntime-web", "playwright-core")):
         if not shutil.which("npm"):
             pytest.skip("web/node_modules is missing and npm is not installed to run `npm ci`")
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True, capture_output=True,
-                       timeout=600)
+        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB, capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode != 0:
+            pytest.fail(f"`npm ci` in {WEB} failed: {' '.join(done.stderr.split()[-40:])}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
