@@ -123,12 +123,16 @@ def variant_label(variant):
 
 def grid_configs(name_or_path, *, quick=False, only=None, **overrides):
     """(group, [(label, Config)], varied field names, grid dict); every config is validated before any run."""
-    from tfcnn.config import make_config
+    from tfcnn.config import Config, make_config
 
     name, grid = load_grid(name_or_path)
     variants = [dict(v) for v in grid["variants"]]
     varied = list(dict.fromkeys(k for v in variants for k in v if k != "label"))
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(overrides) - set(Config.__dataclass_fields__))
+    if unknown:
+        raise TfcnnError(f"unknown config fields {unknown}; a grid override must be a field of "
+                         "tfcnn.config.Config (see python -m tfcnn.train --help)")
     clash = sorted(set(overrides) & set(varied))
     if clash:
         raise TfcnnError(f"grid {name} varies {', '.join(clash)}; an override of it would make the variants "
@@ -144,7 +148,9 @@ def grid_configs(name_or_path, *, quick=False, only=None, **overrides):
             missing = [s for s in keep if s not in labels]
             if missing:
                 raise TfcnnError(f"grid {name} has no variant {missing[0]!r}; its variants: {', '.join(labels)}")
-        variants, labels = zip(*[(v, lab) for v, lab in zip(variants, labels) if lab in keep]) if keep else ((), ())
+        if not keep:
+            raise TfcnnError(f"no variants selected from grid {name}; its variants: {', '.join(labels)}")
+        variants, labels = zip(*[(v, lab) for v, lab in zip(variants, labels) if lab in keep])
     group = f"{name}-quick" if quick else name
     extra = {**QUICK, **grid.get("quick", {})} if quick else {}
     defaults = dict(verbose=0, tensorboard=False)
@@ -178,9 +184,13 @@ def run(config):
 
     from tfcnn.train import train_and_evaluate
 
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)  # SavedModel export's "Assets written" and retracing notices, once per run
     try:
         return train_and_evaluate(config)
     finally:
+        tf_log.setLevel(level)
         keras.utils.clear_session()  # the next run starts from a clean graph and name scope
 
 
@@ -213,7 +223,8 @@ def _row(label, config, varied, metrics, error=None):
         "final_val_accuracy": final_val, "final_train_accuracy": final_train,
         "gap_best_final_val": best_val - final_val if best_val is not None and final_val is not None else None,
         "gap_train_val": final_train - final_val if final_train is not None and final_val is not None else None,
-        "epoch_time_s": (metrics or {}).get("epoch_time_s"), "epochs": (metrics or {}).get("epochs"),
+        "epoch_time_s": (metrics or {}).get("epoch_time_s"),
+        "train_images_per_s": (metrics or {}).get("train_images_per_s"), "epochs": (metrics or {}).get("epochs"),
         "params": (metrics or {}).get("params"), "train_time_s": (metrics or {}).get("train_time_s"),
         "wall_time_s": (metrics or {}).get("wall_time_s"),
         "run": str(Path(config.runs_dir) / config.name),
@@ -226,6 +237,8 @@ def _row(label, config, varied, metrics, error=None):
 def run_grid(name_or_path, *, quick=False, only=None, out=None, **overrides):
     """Run (or reuse) every variant of a grid; write <out>/<grid>.{csv,md,png}; return the table.
 
+    table.attrs holds group (the grid's folder name), varied (the varied fields) and the file paths.
+
     `overrides` are Config fields set on every run (runs_dir, data_dir, epochs, limit_train...);
     `only` keeps some variants (a list of labels, or the first N); `quick` = QUICK + the grid's quick.
     A run that fails (e.g. its loss diverges) gets an `error` and empty metrics; the others still run.
@@ -236,26 +249,22 @@ def run_grid(name_or_path, *, quick=False, only=None, out=None, **overrides):
     group, configs, varied, grid = grid_configs(name_or_path, quick=quick, only=only, **overrides)
     runs_dir = Path(configs[0][1].runs_dir) if configs else Path(overrides.get("runs_dir", "runs"))
     out = Path(out) if out else runs_dir / group
-    tf_log = logging.getLogger("tensorflow")
-    level = tf_log.level
-    tf_log.setLevel(logging.ERROR)  # SavedModel export's retracing warnings, once per run
     rows, start = [], time.perf_counter()
-    try:
-        for i, (label, config) in enumerate(configs, start=1):
-            print(f"[{group} {i}/{len(configs)}] {label}", flush=True)
-            try:
-                rows.append(_row(label, config, varied, run(config)))
-            except TfcnnError as exc:
-                if "finished with other settings" in str(exc) or "unfinished run with different settings" in str(exc):
-                    raise
-                print(f"[{group} {i}/{len(configs)}] {label} failed: {exc}", flush=True)
-                rows.append(_row(label, config, varied, None, error=str(exc)))
-    finally:
-        tf_log.setLevel(level)
+    for i, (label, config) in enumerate(configs, start=1):
+        print(f"[{group} {i}/{len(configs)}] {label}", flush=True)
+        try:
+            rows.append(_row(label, config, varied, run(config)))
+        except TfcnnError as exc:
+            if "finished with other settings" in str(exc) or "unfinished run with different settings" in str(exc):
+                raise
+            print(f"[{group} {i}/{len(configs)}] {label} failed: {exc}", flush=True)
+            rows.append(_row(label, config, varied, None, error=str(exc)))
     wall = time.perf_counter() - start
     table = pd.DataFrame(rows)
+    table.attrs.update(group=group, varied=varied, markdown=str(out / f"{group}.md"), csv=str(out / f"{group}.csv"),
+                       figure=str(out / f"{group}.png"))
     if command is None:
-        args = [repr(name_or_path)] + [f"{k}={v!r}" for k, v in
+        args = [repr(str(name_or_path))] + [f"{k}={v!r}" for k, v in
                                        dict(quick=quick, only=only, **overrides).items() if v not in (None, False)]
         command = f"tfcnn.experiments.run_grid({', '.join(args)})"
     if len(table):
@@ -324,7 +333,8 @@ def write_results(table, out, group, *, grid, configs, varied, command, wall_tim
           "test acc and macro F1: the best-validation checkpoint on the test set. best val (epoch): highest "
           "validation accuracy and its 1-based epoch; best - final val: how much validation accuracy was lost by "
           "the last epoch; train - val: final training accuracy (on the training batches, during the epoch) minus "
-          "final validation accuracy, the overfitting gap. s/epoch: training time per epoch on this machine.", "",
+          "final validation accuracy, the overfitting gap. s/epoch: training time per epoch on this machine (it moves "
+          "with whatever else the machine runs: compare within a grid with care).", "",
           f"Command: `{command}`  ",
           f"Time: the runs' own wall times (training and validation, from their metrics.json) sum to "
           f"{run_walls:.0f} s; this invocation took {wall_time_s:.0f} s (finished runs are read back, not "
@@ -386,6 +396,13 @@ def workspace(workdir=None, data_dir=None):
     if not data_dir and (source_root.parent / "shared" / "data").is_dir():
         data_dir = str(source_root.parent / "shared" / "data")
     return dict(runs_dir=str(root / "runs"), saved_models_dir=str(root / "saved_models"), data_dir=data_dir)
+
+
+def show(table):
+    """In a notebook: a grid's Markdown table (with its settings and command) and its figure."""
+    from IPython.display import Image, Markdown, display
+
+    display(Markdown(Path(table.attrs["markdown"]).read_text()), Image(filename=table.attrs["figure"]))
 
 
 def validation_mistakes(dataset="notmnist", data_dir=None, *, arch="lenet5", epochs=2, limit_train=None,
@@ -496,17 +513,9 @@ def main(argv=None):
     command = "python -m tfcnn.experiments " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     table = run_grid(args.grid, quick=args.quick, only=args.only, out=args.out, _command=command, **overrides)
-    group = f"{load_grid(args.grid)[0]}{'-quick' if args.quick else ''}"
-    out = Path(args.out) if args.out else Path(args.runs_dir or "runs") / group
-    print(to_markdown(table, [c for c in table.columns if c in _varied_columns(table)]))
-    print(f"-> {out / (group + '.md')}, {out / (group + '.csv')}, {out / (group + '.png')}")
+    print(to_markdown(table, table.attrs["varied"]))
+    print(f"-> {table.attrs['markdown']}, {table.attrs['csv']}, {table.attrs['figure']}")
     return 1 if "error" in table and table["error"].notna().any() else 0
-
-
-def _varied_columns(table):
-    fixed = {"variant", "error", "run"} | {k for k, _, _ in _MD_COLUMNS} | {
-        "best_epoch", "final_train_accuracy", "train_time_s", "wall_time_s"}
-    return [c for c in table.columns if c not in fixed]
 
 
 if __name__ == "__main__":
