@@ -9,10 +9,13 @@ A run lives in runs/<name>/: config.json, history.csv, logs/ (TensorBoard), best
 curves.png, model.keras. The final model is exported to saved_models/<name>/. Starting the same
 command again with the same --name continues an interrupted run from its last finished epoch.
 """
+import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +31,8 @@ _RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_
 
 
 def configure_runtime(config):
-    """Threads, logical CPU devices, precision and seeds. Must run before TensorFlow starts."""
+    """Threads, logical CPU devices, the distribution strategy, seeds and precision, in the order
+    TensorFlow needs (before its runtime starts). Returns (strategy, precision policy name)."""
     import tensorflow as tf
 
     cores = os.cpu_count() or 1
@@ -43,6 +47,8 @@ def configure_runtime(config):
                 cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_devices)
     except RuntimeError:
         pass  # already initialised (a second run in the same process): keep the first settings
+    # Multi-worker collectives must be configured before any op runs, so the strategy comes next.
+    strategy = make_strategy(config)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -50,15 +56,15 @@ def configure_runtime(config):
     if precision == "auto":
         precision = "float16" if tf.config.list_physical_devices("GPU") else "float32"
     keras.mixed_precision.set_global_policy("float32" if precision == "float32" else f"mixed_{precision}")
-    return precision
+    return strategy, precision
 
 
 def make_strategy(config):
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
     if config.strategy == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from TF_CONFIG
+        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from TF_CONFIG; before any op
+    gpus = tf.config.list_logical_devices("GPU")
     if config.strategy == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
@@ -86,7 +92,6 @@ def _prepare_run_dir(config):
             raise TfcnnError(f"{run_dir} holds an unfinished run with different settings ({', '.join(changed)}); "
                              "resume it with the same settings or choose another --name")
     if config.overwrite and run_dir.exists():
-        import shutil
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.to_json(saved)
@@ -227,13 +232,18 @@ def train_and_evaluate(config, callbacks=()):
 
     `callbacks` are extra Keras callbacks, run after tfcnn's own. Returns the metrics dict that is also written to runs/<name>/metrics.json.
     """
-    precision = configure_runtime(config)
+    strategy, precision = configure_runtime(config)
     from tfcnn import data, evaluate, export, transfer
     from tfcnn.optim import make_optimizer, with_sam
 
     if not config.name:
         config.name = f"{config.arch}-{config.dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    strategy = make_strategy(config)
+    chief = _is_chief(strategy)
+    if not chief:
+        # Multi-worker: every worker runs the same steps (collectives need all of them), but only the
+        # chief's files are kept; the others write to a scratch folder that is removed at the end.
+        scratch = tempfile.mkdtemp(prefix="tfcnn-worker-")
+        config = dataclasses.replace(config, runs_dir=scratch, saved_models_dir=scratch, tensorboard=False)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     ds = data.load(config.dataset, config.data_dir, classes=config.classes)
@@ -277,8 +287,6 @@ def train_and_evaluate(config, callbacks=()):
     wall = time.perf_counter() - start
 
     plain.load_weights(run_dir / "best.weights.h5")
-    if not _is_chief(strategy):
-        return {}
     hist = _history_rows(run_dir)
     best_epoch = max(hist, key=lambda r: r.get("val_accuracy", -1)) if hist else {}
     extra = {
@@ -302,6 +310,9 @@ def train_and_evaluate(config, callbacks=()):
             "mean": pipes.mean.tolist(), "std": pipes.std.tolist(),
             "test_accuracy": metrics["test"]["accuracy"]}
     target = export.export_saved_model(plain, Path(config.saved_models_dir) / config.name, meta)
+    if not chief:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return metrics
     t = metrics["test"]
     print(f"done: {config.name} test accuracy {t['accuracy']:.4f} (macro F1 {t['f1_macro']:.4f}), "
           f"best val {extra['best_val_accuracy']:.4f} at epoch {extra['best_epoch']}, "
