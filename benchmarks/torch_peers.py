@@ -77,14 +77,17 @@ def main():
 
     for _ in range(a.warmup):
         step()
-    t = time.perf_counter()
+    marks = [time.perf_counter()]
     for _ in range(a.steps):
         step()
-    dt = time.perf_counter() - t
+        marks.append(time.perf_counter())
+    dt = marks[-1] - marks[0]
+    median_step = sorted(end - start for start, end in zip(marks, marks[1:]))[a.steps // 2]
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "arch": a.arch, "dataset": a.dataset,
                       "stack_n": a.stack_n if a.arch == "resnet" else None, "channels_last": a.channels_last,
                       "batch_size": a.batch_size, "threads": torch.get_num_threads(),
-                      "train_images_per_s": round(a.steps * a.batch_size / dt, 1)}))
+                      "train_images_per_s": round(a.steps * a.batch_size / dt, 1),
+                      "median_step_images_per_s": round(a.batch_size / median_step, 1)}))
 
 
 if __name__ == "__main__":

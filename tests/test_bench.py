@@ -18,12 +18,13 @@ def test_cli_json_has_positive_rates_for_every_device(shared_data, capsys):
     assert bench.main(_tiny(shared_data, "--json")) == 0
     report = json.loads(capsys.readouterr().out)
     assert [r["run"] for r in report["results"]] == ["tfcnn pipeline", "tfcnn synthetic"]
-    assert all(r["images_per_s"] > 0 and r["epoch_time_s"] > 0 for r in report["results"])
+    assert all(r["images_per_s"] > 0 and r["median_step_images_per_s"] > 0 and r["epoch_time_s"] > 0
+               for r in report["results"])
     assert report["devices"] == bench.devices() and any("CPU" in d for d in report["devices"])
     timed = [d["device"] for d in report["per_device"]]
     assert timed and "CPU" in timed[0] and report["per_device"][0]["speedup_vs_cpu"] == 1.0
     assert report["train_size"] == 54000  # MNIST minus the 10% validation split
-    assert 0 < report["ratios"]["pipeline / synthetic"]
+    assert 0 < report["ratios"]["tfcnn pipeline / tfcnn synthetic"]["window"]
 
 
 def test_cli_table(shared_data, capsys):
@@ -35,7 +36,8 @@ def test_cli_table(shared_data, capsys):
 def test_time_training_api(shared_data):
     result = bench.time_training("lenet5", "mnist", batch_size=16, steps=2, data_dir=str(shared_data),
                                  source="synthetic", conv_layers=1)
-    assert result["images_per_s"] > 0 and result["device"] == bench.devices()[0]
+    assert result["images_per_s"] > 0 and result["median_step_images_per_s"] > 0
+    assert result["device"] == bench.devices()[0]
     assert result["epoch_time_s"] == pytest.approx(54000 / result["images_per_s"], rel=0.01)
 
 

@@ -10,7 +10,9 @@ configure_runtime's thread and precision settings. "synthetic" is the same model
 held in memory (the framework's compute path alone). `--vs-naive` runs plain Keras in a child
 process (model.fit(x, y) on numpy arrays, TF's default threads); `--vs-pytorch` runs the PyTorch
 reference (benchmarks/torch_peers.py) in the separate PyTorch venv. Runs alternate, `--repeat`
-times, so load from other processes hits all of them alike; the median is reported.
+times, so load from other processes hits all of them alike; medians are reported, both of the
+timed window's images/s and of the median-step rate (batch / median step time), which other
+processes' bursts disturb less on a shared machine.
 
 Notebook API: `time_training("resnet", "cifar10", stack_n=5)` -> dict; `devices()` -> names.
 """
@@ -94,18 +96,30 @@ def _synthetic_batches(spec, batch_size, one_hot, seed=0):
     return tf.data.Dataset.from_tensors((x, y)).repeat()
 
 
+def _rates(marks, batch_size, warmup):
+    """(window, median-step) images/s from (step index, time) marks after `warmup` steps.
+
+    window: all timed steps over their wall time (what a run takes). median step: the batch
+    size over the median step time; other processes' bursts only add time to some steps, so
+    on a shared machine this tracks the uncontended speed better. With steps_per_execution > 1
+    a mark comes once per execution and its steps share it.
+    """
+    marks = [m for m in marks if m[0] >= warmup - 1]
+    if len(marks) < 3:
+        raise TfcnnError("too few timed steps; raise --steps")
+    (first, t0), (last, t1) = marks[0], marks[-1]
+    per_step = [(b - a) / (j - i) for (i, a), (j, b) in zip(((s, t) for s, t in marks[:-1]), marks[1:])]
+    return batch_size * (last - first) / (t1 - t0), batch_size / statistics.median(per_step)
+
+
 def _measure(model, batches, total_steps, batch_size, warmup):
     clock = _StepClock()
     model.fit(batches, epochs=1, steps_per_epoch=total_steps, shuffle=False, verbose=0, callbacks=[clock])
-    marks = [m for m in clock.marks if m[0] >= warmup - 1]
-    (first, t0), (last, t1) = marks[0], marks[-1]
-    if last <= first or t1 <= t0:
-        raise TfcnnError("too few timed steps; raise --steps")
-    return batch_size * (last - first) / (t1 - t0)
+    return _rates(clock.marks, batch_size, warmup)
 
 
 class _Session:
-    """Loads data once; each `run(source, device)` builds a fresh model and times it."""
+    """Loads data once; each `run(source, device)` builds a fresh model and times it: (window, median-step) images/s."""
 
     def __init__(self, arch, dataset, *, batch_size, data_dir=None, config_overrides=None, compile_options=None,
                  **model_options):
@@ -113,7 +127,7 @@ class _Session:
         from tfcnn.train import configure_runtime
 
         self.config = _config(arch, dataset, batch_size, data_dir, config_overrides, model_options)
-        self.precision = configure_runtime(self.config)
+        _, self.precision = configure_runtime(self.config)  # returns (strategy, precision)
         self.batch_size = batch_size
         self.compile_options = compile_options
         cfg = self.config
@@ -139,9 +153,9 @@ class _Session:
                 spec = _Spec(self.pipes.image_shape, self.num_classes, self.pipes.mean, self.pipes.std,
                              self.pipes.train_size)
                 batches = _synthetic_batches(spec, self.batch_size, self.config.label_smoothing > 0)
-            rate = _measure(model, batches, total, self.batch_size, warmup)
+            rates = _measure(model, batches, total, self.batch_size, warmup)
         keras.backend.clear_session()
-        return rate
+        return rates
 
 
 class _nullcontext:
@@ -156,16 +170,19 @@ def time_training(arch, dataset, *, batch_size=128, steps=30, data_dir=None, dev
                   **model_options):
     """Time `steps` training steps of the trainer's path on one device; a dict for notebooks.
 
-    Keys: device, source, images_per_s, epoch_time_s (the dataset's train split at that rate,
-    training only), steps, batch_size, precision. `source="synthetic"` feeds one in-memory batch.
+    Keys: device, source, images_per_s (timed steps over their wall time), median_step_images_per_s
+    (batch over the median step time: steadier on a shared machine), epoch_time_s (the dataset's
+    train split at images_per_s, training only), train_size, steps, batch_size, precision.
+    `source="synthetic"` feeds one in-memory batch instead of the data pipeline.
     """
     if source not in SOURCES:
         raise TfcnnError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     session = _Session(arch, dataset, batch_size=batch_size, data_dir=data_dir, **model_options)
     device = device or devices()[0]
-    rate = session.run(source, steps, device)
-    return {"device": device, "source": source, "images_per_s": round(rate, 1),
-            "epoch_time_s": round(session.pipes.train_size / rate, 2), "train_size": session.pipes.train_size,
+    window, median = session.run(source, steps, device)
+    return {"device": device, "source": source, "images_per_s": round(window, 1),
+            "median_step_images_per_s": round(median, 1),
+            "epoch_time_s": round(session.pipes.train_size / window, 2), "train_size": session.pipes.train_size,
             "steps": steps, "batch_size": batch_size, "precision": session.precision}
 
 
@@ -211,8 +228,7 @@ def _naive_keras(arch, dataset, batch_size, steps, data_dir, model_options):
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     clock = _StepClock()
     model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0, callbacks=[clock])
-    (first, t0), (last, t1) = clock.marks[WARMUP_STEPS - 1], clock.marks[-1]
-    return batch_size * (last - first) / (t1 - t0)
+    return _rates(clock.marks, batch_size, WARMUP_STEPS)
 
 
 # ---------------------------------------------------------------- CLI
@@ -249,8 +265,6 @@ def _parser():
     parser.add_argument("--augment", action=__import__("argparse").BooleanOptionalAction, default=None)
     parser.add_argument("--sources", default="pipeline,synthetic",
                         help="comma list of pipeline,synthetic (default both)")
-    parser.add_argument("--all-devices", action="store_true",
-                        help="also time the pipeline on every GPU (the CPU is always timed)")
     parser.add_argument("--repeat", type=int, default=1, help="alternate all runs this many times; report medians")
     parser.add_argument("--vs-naive", action="store_true", help="also time plain Keras fit(x, y) in a child process")
     parser.add_argument("--vs-pytorch", action="store_true", help="also time the PyTorch reference (resnet: "
@@ -290,6 +304,11 @@ def _cpu_load():
         return None
 
 
+def _child_rates(cmd, what, window_key):
+    out = _child_json(cmd, what)
+    return out[window_key], out["median_step_images_per_s"]
+
+
 def benchmark(args):
     """All runs of one CLI invocation, alternated `repeat` times; returns the report dict."""
     options = _model_options(args)
@@ -298,44 +317,52 @@ def benchmark(args):
     names = devices()
     cpu = next(d for d in names if "CPU" in d)
     runs = [(f"tfcnn {s}", lambda s=s: session.run(s, args.steps, cpu)) for s in args.sources]
-    if args.all_devices:
-        runs += [(f"tfcnn pipeline {d}", lambda d=d: session.run("pipeline", args.steps, d))
-                 for d in names if "GPU" in d]
+    runs += [(f"tfcnn {args.sources[0]} {d}", lambda d=d: session.run(args.sources[0], args.steps, d))
+             for d in names if "GPU" in d]
     if args.vs_naive:
         cmd = [sys.executable, "-m", "tfcnn.bench", "--naive-child", "--arch", args.arch, "--dataset", args.dataset,
                "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
         cmd += [f for k, v in options.items() for f in (f"--{k.replace('_', '-')}", str(v))]
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
-        runs.append(("keras naive fit(x, y)", lambda cmd=cmd: _child_json(cmd, "naive Keras")["images_per_s"]))
+        runs.append(("keras naive fit(x, y)", lambda cmd=cmd: _child_rates(cmd, "naive Keras", "images_per_s")))
     if args.vs_pytorch:
         layouts = (True, False) if args.arch == "resnet" else (False,)
         for channels_last in layouts:
             cmd = _torch_cmd(args.torch_python, args.arch, args.dataset, args.batch_size, args.steps,
                              options.get("stack_n"), channels_last, options.get("width"))
             label = "pytorch " + ("channels_last" if channels_last else "NCHW")
-            runs.append((label, lambda cmd=cmd: _child_json(cmd, "the PyTorch reference")["train_images_per_s"]))
+            runs.append((label, lambda cmd=cmd: _child_rates(cmd, "the PyTorch peer", "train_images_per_s")))
     load_before = _cpu_load()
     rates = {name: [] for name, _ in runs}
-    for _ in range(args.repeat):
+    for round_ in range(args.repeat):
         for name, fn in runs:
             rates[name].append(fn())
+            print(f"[{round_ + 1}/{args.repeat}] {name}: {rates[name][-1][0]:.1f} images/s "
+                  f"(median step {rates[name][-1][1]:.1f})", file=sys.stderr, flush=True)
     rows = []
     for name, values in rates.items():
-        rate = statistics.median(values)
-        rows.append({"run": name, "images_per_s": round(rate, 1), "runs": [round(v, 1) for v in values],
-                     "epoch_time_s": round(session.pipes.train_size / rate, 2)})
-    by_name = {r["run"]: r["images_per_s"] for r in rows}
+        window = statistics.median(v[0] for v in values)
+        rows.append({"run": name, "images_per_s": round(window, 1),
+                     "median_step_images_per_s": round(statistics.median(v[1] for v in values), 1),
+                     "runs": [round(v[0], 1) for v in values],
+                     "epoch_time_s": round(session.pipes.train_size / window, 2)})
+    by_name = {r["run"]: r for r in rows}
+    ratios = {}
     base = by_name.get("tfcnn pipeline") or by_name.get("tfcnn synthetic")
-    ratios = {f"tfcnn / {k}": round(base / v, 3) for k, v in by_name.items() if not k.startswith("tfcnn")}
+    pairs = [(f"{base['run']} / {k}", base, r) for k, r in by_name.items() if not k.startswith("tfcnn")]
     if "tfcnn pipeline" in by_name and "tfcnn synthetic" in by_name:
-        ratios["pipeline / synthetic"] = round(by_name["tfcnn pipeline"] / by_name["tfcnn synthetic"], 3)
+        pairs.append(("tfcnn pipeline / tfcnn synthetic", by_name["tfcnn pipeline"], by_name["tfcnn synthetic"]))
+    for label, a, b in pairs:
+        ratios[label] = {"window": round(a["images_per_s"] / b["images_per_s"], 3),
+                         "median_step": round(a["median_step_images_per_s"] / b["median_step_images_per_s"], 3)}
     per_device = []
-    cpu_rate = by_name.get("tfcnn pipeline")
     for d in names:
-        rate = by_name.get("tfcnn pipeline") if d == cpu else by_name.get(f"tfcnn pipeline {d}")
-        if rate:
-            per_device.append({"device": d, "images_per_s": rate, "epoch_time_s": round(session.pipes.train_size / rate, 2),
-                               "speedup_vs_cpu": round(rate / cpu_rate, 2)})
+        row = by_name.get(f"tfcnn {args.sources[0]}") if d == cpu else by_name.get(f"tfcnn {args.sources[0]} {d}")
+        if row:
+            rate = row["images_per_s"]
+            per_device.append({"device": d, "source": args.sources[0], "images_per_s": rate,
+                               "epoch_time_s": round(session.pipes.train_size / rate, 2),
+                               "speedup_vs_cpu": round(rate / base["images_per_s"], 2)})
     import tensorflow as tf
 
     return {"arch": args.arch, "dataset": args.dataset, "batch_size": args.batch_size, "steps": args.steps,
@@ -349,19 +376,22 @@ def benchmark(args):
 
 def _print_table(report):
     print(f"{report['arch']} {report['model_options'] or ''} on {report['dataset']}, batch {report['batch_size']}, "
-          f"{report['steps']} timed steps x {report['repeat']}, policy {report['precision']}, "
+          f"{report['steps']} timed steps x {report['repeat']}, precision {report['precision']}, "
           f"threads intra {report['intra_op_threads']} / inter {report['inter_op_threads']}, "
           f"load avg {report['load_avg_before']} -> {report['load_avg_after']}")
-    print(f"{'run':28} {'images/s':>9} {'epoch s':>8}  runs")
+    print(f"{'run':28} {'images/s':>9} {'median-step':>11} {'epoch s':>8}  runs")
     for r in report["results"]:
-        print(f"{r['run']:28} {r['images_per_s']:9.1f} {r['epoch_time_s']:8.1f}  {r['runs']}")
+        print(f"{r['run']:28} {r['images_per_s']:9.1f} {r['median_step_images_per_s']:11.1f} "
+              f"{r['epoch_time_s']:8.1f}  {r['runs']}")
     for k, v in report["ratios"].items():
-        print(f"{k:38} {v:6.2f}x")
-    print(f"\nper device (pipeline, train split {report['train_size']} images):")
-    print(f"{'device':18} {'images/s':>9} {'epoch s':>8} {'100 epochs':>11} {'vs CPU':>7}")
-    for d in report["per_device"]:
-        print(f"{d['device']:18} {d['images_per_s']:9.1f} {d['epoch_time_s']:8.1f} "
-              f"{d['epoch_time_s'] * 100 / 60:9.1f} m {d['speedup_vs_cpu']:6.2f}x")
+        print(f"{k:44} {v['window']:6.2f}x  (median step {v['median_step']:.2f}x)")
+    if report["per_device"]:
+        source = report["per_device"][0]["source"]
+        print(f"\nper device ({source}, train split {report['train_size']} images, training only):")
+        print(f"{'device':18} {'images/s':>9} {'epoch s':>8} {'100 epochs':>11} {'vs CPU':>7}")
+        for d in report["per_device"]:
+            print(f"{d['device']:18} {d['images_per_s']:9.1f} {d['epoch_time_s']:8.1f} "
+                  f"{d['epoch_time_s'] * 100 / 60:9.1f} m {d['speedup_vs_cpu']:6.2f}x")
     if not any("GPU" in d for d in report["devices"]):
         print("no GPU on this machine: CPU only")
 
@@ -370,8 +400,9 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     _check(args)
     if args.naive_child:
-        rate = _naive_keras(args.arch, args.dataset, args.batch_size, args.steps, args.data_dir, _model_options(args))
-        print(json.dumps({"images_per_s": round(rate, 1)}))
+        window, median = _naive_keras(args.arch, args.dataset, args.batch_size, args.steps, args.data_dir,
+                                      _model_options(args))
+        print(json.dumps({"images_per_s": round(window, 1), "median_step_images_per_s": round(median, 1)}))
         return 0
     report = benchmark(args)
     if args.json:

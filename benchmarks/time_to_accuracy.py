@@ -1,0 +1,148 @@
+"""LeNet-5 on MNIST: wall time and epochs to a test accuracy (99.2%), tfcnn vs a PyTorch loop.
+
+    .venv/bin/python benchmarks/time_to_accuracy.py --data-dir ../shared/data --target 0.992 --max-epochs 20
+
+Both sides use the MNIST lab's recipe: batch 100, Adam 1e-3 (constant), no augmentation, the
+test set evaluated after every epoch until it reaches --target or --max-epochs; each reports the
+wall time from the first training step to the end of the epoch that reached it (test evaluations
+included, start-up and data loading not). tfcnn runs its real trainer (train_and_evaluate, with
+its 10% validation split, so it trains on 54k images per epoch, PyTorch on all 60k) with a
+callback that evaluates the test set; PyTorch runs a plain loop (benchmarks/torch_peers.py's
+LeNet-5) in the separate .venv-torch. They run one after the other, never at once.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+TORCH_LOOP = r'''
+import json, sys, time
+import numpy as np, torch, torch.nn as nn
+sys.path.insert(0, sys.argv[1])
+from torch_peers import lenet5
+data, target, max_epochs, seed = sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.manual_seed(seed)
+d = np.load(data)
+def prep(x):  # the lab's transforms.Normalize((0.1307,), (0.3081,))
+    return (torch.tensor(x, dtype=torch.float32).unsqueeze(1) / 255 - 0.1307) / 0.3081
+x_train, y_train = prep(d["x_train"]), torch.tensor(d["y_train"], dtype=torch.long)
+x_test, y_test = prep(d["x_test"]), torch.tensor(d["y_test"], dtype=torch.long)
+loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train, y_train), batch_size=100, shuffle=True)
+model = lenet5()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+loss_fn = nn.CrossEntropyLoss()
+curve, start = [], time.perf_counter()
+for epoch in range(1, max_epochs + 1):
+    model.train()
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = sum((model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()
+                  for i in range(0, len(y_test), 1000)) / len(y_test)
+    curve.append({"epoch": epoch, "test_accuracy": acc, "elapsed_s": round(time.perf_counter() - start, 2)})
+    print(json.dumps(curve[-1]), file=sys.stderr, flush=True)
+    if acc >= target:
+        break
+print(json.dumps({"side": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(), "curve": curve}))
+'''
+
+
+def tfcnn_side(args):
+    """train_and_evaluate with the lab recipe plus a test-set check after every epoch."""
+    sys.path.insert(0, str(REPO))
+    import keras
+    import numpy as np
+
+    from tfcnn import config as config_lib, data
+    from tfcnn.train import train_and_evaluate
+
+    ds = data.load("mnist", args.data_dir)
+    x_test, y_test = ds.x_test.astype(np.float32), ds.y_test
+
+    class TestAccuracy(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start, self.curve = time.perf_counter(), []
+
+        def on_epoch_end(self, epoch, logs=None):
+            probs = self.model.predict(x_test, batch_size=1000, verbose=0)
+            acc = float(np.mean(probs.argmax(1) == y_test))
+            self.curve.append({"epoch": epoch + 1, "test_accuracy": acc,
+                               "elapsed_s": round(time.perf_counter() - self.start, 2)})
+            print(json.dumps(self.curve[-1]), file=sys.stderr, flush=True)
+            if acc >= args.target:
+                self.model.stop_training = True
+
+    out = Path(tempfile.mkdtemp(prefix="tfcnn-tta-"))
+    config = config_lib.make_config({
+        "arch": "lenet5", "dataset": "mnist", "data_dir": args.data_dir, "batch_size": 100, "lr": 1e-3,
+        "optimizer": "adam", "schedule": "constant", "augment": False, "epochs": args.max_epochs,
+        "seed": args.seed, "runs_dir": str(out / "runs"), "saved_models_dir": str(out / "saved"),
+        "name": "tta", "verbose": 0, "tensorboard": False})
+    probe = TestAccuracy()
+    train_and_evaluate(config, callbacks=[probe])
+    import tensorflow as tf
+
+    return {"side": "tfcnn", "tensorflow": tf.__version__, "precision": config.mixed_precision,
+            "curve": probe.curve}
+
+
+def summary(result, target):
+    curve = result["curve"]
+    hit = next((c for c in curve if c["test_accuracy"] >= target), None)
+    best = max(curve, key=lambda c: c["test_accuracy"])
+    return {"side": result["side"], "reached": hit is not None, "epochs": (hit or curve[-1])["epoch"],
+            "wall_s": (hit or curve[-1])["elapsed_s"], "best_test_accuracy": best["test_accuracy"],
+            "seconds_per_epoch": round(curve[-1]["elapsed_s"] / curve[-1]["epoch"], 2)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", default=os.environ.get("TFCNN_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--target", type=float, default=0.992)
+    ap.add_argument("--max-epochs", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--torch-python", default=str(REPO / ".venv-torch" / "bin" / "python"))
+    ap.add_argument("--side", choices=("both", "tfcnn", "pytorch"), default="both")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.side == "tfcnn":
+        print(json.dumps(tfcnn_side(args)))
+        return
+    results = []
+    load = [round(os.getloadavg()[0], 2)]
+    if args.side == "both":
+        # A child process, so TensorFlow's thread pools never overlap with PyTorch's.
+        done = subprocess.run([sys.executable, __file__, "--side", "tfcnn", "--data-dir", args.data_dir,
+                               "--target", str(args.target), "--max-epochs", str(args.max_epochs),
+                               "--seed", str(args.seed)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        load.append(round(os.getloadavg()[0], 2))
+    if args.side in ("both", "pytorch"):
+        done = subprocess.run([args.torch_python, "-c", TORCH_LOOP, str(REPO / "benchmarks"),
+                               str(Path(args.data_dir) / "mnist.npz"), str(args.target), str(args.max_epochs),
+                               str(args.seed)], stdout=subprocess.PIPE, text=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        load.append(round(os.getloadavg()[0], 2))
+    report = {"target": args.target, "max_epochs": args.max_epochs, "load_avg_1min": load,
+              "summary": [summary(r, args.target) for r in results], "results": results}
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"LeNet-5 / MNIST to {args.target:.1%} test accuracy (batch 100, Adam 1e-3); 1-min load {load}")
+    print(f"{'side':8} {'reached':>7} {'epochs':>6} {'wall s':>8} {'s/epoch':>8} {'best acc':>8}")
+    for s in report["summary"]:
+        print(f"{s['side']:8} {str(s['reached']):>7} {s['epochs']:6d} {s['wall_s']:8.1f} "
+              f"{s['seconds_per_epoch']:8.2f} {s['best_test_accuracy']:8.4f}")
+
+
+if __name__ == "__main__":
+    main()
