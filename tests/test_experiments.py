@@ -58,8 +58,20 @@ def test_grid_writes_table_and_resumes(tiny_grid, capsys):
     assert (out / "tiny.png").read_bytes()[:4] == b"\x89PNG"
 
     # The same runs with other settings are not silently mixed into the table.
-    with pytest.raises(TfcnnError, match="finished with other settings \\(epochs\\)"):
+    with pytest.raises(TfcnnError, match="holds a finished run with other settings \\(epochs\\)"):
         experiments.run_grid(path, out=out, epochs=2, **dirs)
+
+
+def test_a_failing_run_does_not_stop_the_grid(tiny_grid):
+    path, dirs, out = tiny_grid
+    grid = dict(TINY, variants=[{"activation": "relu", "optimizer": "sgd", "lr": 1e30, "label": "diverges"},
+                                {"activation": "relu"}])
+    path.write_text(json.dumps(grid))
+    table = experiments.run_grid(path, out=out, **dirs)
+    assert list(table["variant"]) == ["diverges", "relu"]
+    assert "loss became NaN/inf" in table["error"][0] and pd.isna(table["error"][1])
+    assert pd.isna(table["test_accuracy"][0]) and 0 < table["test_accuracy"][1] <= 1
+    assert "diverges (failed: loss became NaN/inf" in (out / "tiny.md").read_text()
 
 
 def test_grid_configs_precedence_and_clashes(tmp_path):

@@ -10,7 +10,7 @@ the keys of a GRIDS entry (base, variants, optional description and quick). Prec
 per-arch defaults < base < variant < the grid's quick settings (--quick) < --epochs/--limit-train/--set.
 An override may not set a field the grid varies (that would make the variants equal).
 
-Run i lands in <runs_dir>/<grid>/<label> (<grid>-quick/ with --quick). A finished run (its
+Each run lands in <runs_dir>/<grid>/<label> (<grid>-quick/ with --quick). A finished run (its
 metrics.json) is read back instead of retrained, and an unfinished one resumes from its last epoch
 (tfcnn.train), so an interrupted grid continues where it stopped. The table <out>/<grid>.csv and .md
 (default out: <runs_dir>/<grid>) and the figure <out>/<grid>.png compare the runs.
@@ -172,19 +172,21 @@ def grid_configs(name_or_path, *, quick=False, only=None, **overrides):
 def finished(config):
     """The metrics of `config`'s run if it finished with the same settings, None if it has not finished.
 
-    Raises TfcnnError if it finished with other settings: those results must not be mixed in silently.
+    Raises TfcnnError if its folder holds a run (finished or not) with other settings: those results
+    must not be mixed in silently, nor a resumed run continue with changed settings.
     """
     run_dir = Path(config.runs_dir) / (config.name or "")
-    metrics_file = run_dir / "metrics.json"
-    if not config.name or not metrics_file.exists() or config.overwrite:
-        return None
     saved = run_dir / "config.json"
-    old = json.loads(saved.read_text()) if saved.exists() else {}
+    if not config.name or not saved.exists() or config.overwrite:
+        return None
+    metrics_file = run_dir / "metrics.json"
+    old = json.loads(saved.read_text())
     changed = sorted(k for k, v in config.to_dict().items() if k not in _FREE and old.get(k) != v)
     if changed:
-        raise TfcnnError(f"{run_dir} finished with other settings ({', '.join(changed)}); use another "
+        state = "finished" if metrics_file.exists() else "unfinished"
+        raise TfcnnError(f"{run_dir} holds a {state} run with other settings ({', '.join(changed)}); use another "
                          "--runs-dir for this set of runs, or --set overwrite=true to train them again")
-    return json.loads(metrics_file.read_text())
+    return json.loads(metrics_file.read_text()) if metrics_file.exists() else None
 
 
 def run(config):
@@ -247,30 +249,27 @@ def _row(label, config, varied, metrics, error=None):
     return row
 
 
-def run_grid(name_or_path, *, quick=False, only=None, out=None, **overrides):
+def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, **overrides):
     """Run (or reuse) every variant of a grid; write <out>/<grid>.{csv,md,png}; return the table.
 
     table.attrs holds group (the grid's folder name), varied (the varied fields) and the file paths.
 
     `overrides` are Config fields set on every run (runs_dir, data_dir, epochs, limit_train...);
-    `only` keeps some variants (a list of labels, or the first N); `quick` = QUICK + the grid's quick.
+    `only` keeps some variants (a list of labels, or the first N); `quick` = QUICK + the grid's quick;
+    `command` is the command line the Markdown names (default: this call).
     A run that fails (e.g. its loss diverges) gets an `error` and empty metrics; the others still run.
     """
     import pandas as pd
 
-    command = overrides.pop("_command", None)
     group, configs, varied, grid = grid_configs(name_or_path, quick=quick, only=only, **overrides)
-    runs_dir = Path(configs[0][1].runs_dir) if configs else Path(overrides.get("runs_dir", "runs"))
-    out = Path(out) if out else runs_dir / group
-    reused = sum(finished(config) is not None for _, config in configs)  # a stale finished run stops here
+    out = Path(out) if out else Path(configs[0][1].runs_dir) / group
+    reused = sum(finished(config) is not None for _, config in configs)  # stale runs stop the grid here
     rows, start = [], time.perf_counter()
     for i, (label, config) in enumerate(configs, start=1):
         print(f"[{group} {i}/{len(configs)}] {label}", flush=True)
         try:
             rows.append(_row(label, config, varied, run(config)))
-        except TfcnnError as exc:
-            if "unfinished run with different settings" in str(exc):
-                raise
+        except TfcnnError as exc:  # this run's own failure (e.g. a diverging loss): the others still run
             print(f"[{group} {i}/{len(configs)}] {label} failed: {exc}", flush=True)
             rows.append(_row(label, config, varied, None, error=str(exc)))
     wall = time.perf_counter() - start
@@ -537,7 +536,7 @@ def main(argv=None):
                  "runs_dir": args.runs_dir, "data_dir": args.data_dir}
     command = "python -m tfcnn.experiments " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    table = run_grid(args.grid, quick=args.quick, only=args.only, out=args.out, _command=command, **overrides)
+    table = run_grid(args.grid, quick=args.quick, only=args.only, out=args.out, command=command, **overrides)
     print(to_markdown(table, table.attrs["varied"]))
     print(f"-> {table.attrs['markdown']}, {table.attrs['csv']}, {table.attrs['figure']}")
     return 1 if "error" in table and table["error"].notna().any() else 0
