@@ -337,3 +337,15 @@ def test_cli_subprocess_json_and_unknown_arch():
     assert _without_tf_startup_logs(err) == [
         "error: unknown architecture 'nosuch'; available: cifar_cnn, lenet5, mobilenet_v2, "
         "pooled, resnet, two_conv"]
+
+
+def test_mobilenet_v2_batchnorm_statistics_follow_short_runs():
+    """Momentum 0.9: after 50 training-mode steps the moving mean sits at the batch mean, not at 0."""
+    model = models.build("mobilenet_v2", (32, 32, 3), 10)
+    bn = model.get_layer("stem_bn")
+    assert bn.momentum == 0.9
+    x = np.full((4, 32, 32, 3), 100.0, "float32")
+    for _ in range(50):
+        model(x, training=True)
+    batch_mean = keras.ops.convert_to_numpy(model.get_layer("stem_conv")(x)).mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), batch_mean, rtol=1e-2, atol=1e-3)
