@@ -54,6 +54,12 @@ VARIANTS = {
     "fused_bn_grappler_bf16": ("fused BatchNormalization + grappler bf16",
                                {"fused_bn": True, "config": {"mixed_precision": "float32"},
                                 "grappler": {"auto_mixed_precision_onednn_bfloat16": True}}),
+    "fused_bn_keras_bf16": ("fused BatchNormalization + keras mixed_bfloat16 policy",
+                            {"fused_bn": True, "config": {"mixed_precision": "float32"}, "policy": "mixed_bfloat16",
+                             "grappler": {"auto_mixed_precision_onednn_bfloat16": False}}),
+    # Peers, for a side by side in the same interleaved run (benchmarks/torch_peers.py in .venv-torch).
+    "pytorch_cl": ("PyTorch 2.13 channels_last (torch_peers.py)", {"torch": ["--channels-last"]}),
+    "pytorch_nchw": ("PyTorch 2.13 NCHW (torch_peers.py)", {"torch": []}),
     "no_augment": ("pipeline without augmentation", {"config": {"augment": False}}),
     "data_private_pool1": ("tf.data private threadpool of 1 thread", {"data": {"private_threadpool_size": 1}}),
     "data_max_intra1": ("tf.data max_intra_op_parallelism 1", {"data": {"max_intra_op_parallelism": 1}}),
@@ -175,6 +181,7 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get("TFCNN_DATA_DIR", str(REPO.parent / "shared" / "data")))
     ap.add_argument("--in-process", action="store_true",
                     help="alternate all variants inside one process (only variants without env/threads settings)")
+    ap.add_argument("--torch-python", default=str(REPO / ".venv-torch" / "bin" / "python"))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-rounds", type=int, default=1, help=argparse.SUPPRESS)
@@ -192,20 +199,33 @@ def main():
     rates = {n: [] for n in names}
     loads = [os.getloadavg()[0]]
     if args.in_process:
-        process_wide = [n for n in names if {"env", "threads"} & set(VARIANTS[n][1])]
+        process_wide = [n for n in names if {"env", "threads", "torch"} & set(VARIANTS[n][1])]
         if process_wide:
             ap.error(f"--in-process cannot vary thread pools or environment: {process_wide}")
         plan = [(",".join(names), args.rounds)]
     else:
         plan = [(name, 1) for _ in range(args.rounds) for name in names]
     for spec, rounds in plan:
-        env = {**os.environ, **VARIANTS[spec.split(",")[0]][1].get("env", {})}
-        done = subprocess.run([sys.executable, __file__, "--child", spec, "--child-rounds", str(rounds), *common],
-                              env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        settings = VARIANTS[spec.split(",")[0]][1]
+        if "torch" in settings:
+            cmd = [args.torch_python, str(REPO / "benchmarks" / "torch_peers.py"), "--arch", args.arch,
+                   "--dataset", args.dataset, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+                   *settings["torch"]]
+            cmd += ["--stack-n", str(args.stack_n)] if args.stack_n else []
+            cmd += ["--width", str(args.width)] if args.width else []
+        else:
+            cmd = [sys.executable, __file__, "--child", spec, "--child-rounds", str(rounds), *common]
+        done = subprocess.run(cmd, env={**os.environ, **settings.get("env", {})}, cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
         if done.returncode:
             print(f"{spec} failed (exit {done.returncode})", file=sys.stderr)
             continue
-        for name, values in json.loads(done.stdout.strip().splitlines()[-1])["rates"].items():
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        if "torch" in settings:
+            out = {"rates": {spec: [(out["train_images_per_s"], out["median_step_images_per_s"])]}}
+            print(f"  {spec:24} {out['rates'][spec][0][0]:8.1f} img/s (median step {out['rates'][spec][0][1]:.1f})"
+                  f"  load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+        for name, values in out["rates"].items():
             rates[name] += values
         loads.append(os.getloadavg()[0])
     rows = []
