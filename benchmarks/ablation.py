@@ -90,7 +90,6 @@ def child(args):
     opts = {"stack_n": args.stack_n} if args.stack_n else {}
     if args.width:
         opts["width"] = args.width
-    grappler_keys = {k for n in names for k in VARIANTS[n][1].get("grappler", {})}
     original_train_epochs = data.train_epochs
     rates = {n: [] for n in names}
     for _ in range(args.child_rounds):
@@ -107,9 +106,8 @@ def child(args):
             # After configure_runtime (which sets the precision policy and the oneDNN bf16 pass itself):
             if "policy" in settings:
                 keras.mixed_precision.set_global_policy(settings["policy"])
-            if grappler_keys:
-                tf.config.optimizer.set_experimental_options(
-                    {k: settings.get("grappler", {}).get(k, False) for k in grappler_keys})
+            if settings.get("grappler"):  # otherwise configure_runtime's choice stands
+                tf.config.optimizer.set_experimental_options(settings["grappler"])
             window, median = session.run(args.source, args.steps)
             rates[name].append((round(window, 1), round(median, 1)))
             print(f"  {name:24} {window:8.1f} img/s (median step {median:.1f})  load {os.getloadavg()[0]:.1f}",
