@@ -55,16 +55,36 @@ def configure_runtime(config):
     precision = config.mixed_precision
     gpu = bool(tf.config.list_physical_devices("GPU"))
     if precision == "auto":
-        precision = "float16" if gpu else "float32"
-    # bfloat16 on CPU: TF's oneDNN auto-mixed-precision graph pass runs convolutions and matmuls in
-    # bfloat16 (variables, softmax and loss stay float32) and trains ResNet-32 ~1.4-2x faster than
-    # float32; Keras' mixed_bfloat16 policy gains only ~1.1x, as its BatchNormalization casts every
-    # activation back to float32 (benchmarks/RESULTS-perf.md).
+        # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.1-1.3x, two_conv 1.2-1.3x and
+        # LeNet-5 1.06x faster in bfloat16, and ResNet-20's accuracy curve matches float32 (3 seeds;
+        # docs/RESULTS.md, "Performance"). Elsewhere oneDNN would emulate bfloat16, slower than float32.
+        precision = "float16" if gpu else "bfloat16" if _onednn_enabled() and _cpu_has_bf16() else "float32"
+    # bfloat16 on CPU: TF's oneDNN auto-mixed-precision graph pass runs convolutions, matmuls and their
+    # neighbours in bfloat16 (variables, softmax and loss stay float32). Its speed-up equals Keras'
+    # mixed_bfloat16 policy (measured), but the model itself stays float32, so saved models and their
+    # SavedModel/ONNX/TFLite exports carry no bfloat16 ops.
     onednn_amp = precision == "bfloat16" and not gpu and _onednn_enabled()
     tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": onednn_amp})
     policy = "float32" if precision == "float32" or onednn_amp else f"mixed_{precision}"
     keras.mixed_precision.set_global_policy(policy)
     return strategy, precision
+
+
+def _float32_inference():
+    """Turn the oneDNN bfloat16 pass off again: test metrics then come from the float32 model that is
+    saved and exported (and that `python -m tfcnn.evaluate` reproduces), not from its bfloat16 rewrite."""
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": False})
+
+
+def _cpu_has_bf16():
+    """The CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _onednn_enabled():
@@ -304,6 +324,7 @@ def train_and_evaluate(config, callbacks=()):
             epochs_run += timer2.epochs
     wall = time.perf_counter() - start
 
+    _float32_inference()
     plain.load_weights(run_dir / "best.weights.h5")
     hist = _history_rows(run_dir)
     best_epoch = max(hist, key=lambda r: r.get("val_accuracy", -1)) if hist else {}
