@@ -23,14 +23,19 @@ REPO = Path(__file__).resolve().parents[1]
 # name: (what it changes, settings). Keys: env (before TensorFlow starts), threads (intra, inter;
 # 0 = TF's default), config (tfcnn Config fields), policy (a Keras policy set after configure_runtime), grappler (tf.config.optimizer experimental
 # options), jit (tf.config.optimizer.set_jit), compile (model.compile options), data (tf.data.Options),
-# fused_bn (an experiment beyond runtime settings, see _use_fused_batch_norm).
+# keras_bn (Keras' own BatchNormalization instead of tfcnn's fused one, see _use_keras_batch_norm).
 VARIANTS = {
     "default": ("tfcnn's configure_runtime as it stands", {}),
     "tf_threads": ("TF's default thread pools (no threading calls)", {"threads": (0, 0)}),
     "inter1": ("inter-op 1 / intra-op all cores", {"threads": (None, 1)}),
     "intra1": ("intra-op 1 / inter-op 2", {"threads": (1, 2)}),
     "onednn_off": ("TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels)", {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
-    "fp32": ("float32 policy", {"config": {"mixed_precision": "float32"}}),
+    "fpmath_bf16": ("TF_SET_ONEDNN_FPMATH_MODE=BF16 (float32 graph, oneDNN may compute in bfloat16)",
+                    {"env": {"TF_SET_ONEDNN_FPMATH_MODE": "BF16"}, "config": {"mixed_precision": "float32"}}),
+    "caller_thread": ("TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD=1",
+                      {"env": {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}}),
+    "system_allocator": ("TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1", {"env": {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}}),
+    "fp32": ("float32 policy (fused BatchNormalization)", {"config": {"mixed_precision": "float32"}}),
     "bf16": ("tfcnn --mixed-precision bfloat16", {"config": {"mixed_precision": "bfloat16"}}),
     "keras_bf16": ("keras mixed_bfloat16 policy, no grappler pass",
                    {"config": {"mixed_precision": "float32"}, "policy": "mixed_bfloat16",
@@ -47,15 +52,15 @@ VARIANTS = {
     "spe16": ("model.compile(steps_per_execution=16)", {"compile": {"steps_per_execution": 16}}),
     "bf16_spe4": ("tfcnn bfloat16 + steps_per_execution=4",
                   {"config": {"mixed_precision": "bfloat16"}, "compile": {"steps_per_execution": 4}}),
-    # Not a runtime setting: Keras 3's BatchNormalization runs as ~10 separate elementwise ops plus
-    # moments; this swaps in TF's fused kernel (FusedBatchNormV3) to size what a fused layer would win.
-    "fused_bn": ("BatchNormalization on tf.nn.fused_batch_norm (experiment only)",
-                 {"fused_bn": True, "config": {"mixed_precision": "float32"}}),
-    "fused_bn_grappler_bf16": ("fused BatchNormalization + grappler bf16",
-                               {"fused_bn": True, "config": {"mixed_precision": "float32"},
-                                "grappler": {"auto_mixed_precision_onednn_bfloat16": True}}),
-    "fused_bn_keras_bf16": ("fused BatchNormalization + keras mixed_bfloat16 policy",
-                            {"fused_bn": True, "config": {"mixed_precision": "float32"}, "policy": "mixed_bfloat16",
+    # Not a runtime setting: tfcnn's ResNet and MobileNetV2 use models.FusedBatchNormalization (TF's
+    # FusedBatchNormV3 kernel); these put Keras 3's own BatchNormalization (moments plus ~10 separate
+    # elementwise ops, forward and backward) back, to size what the fused layer wins.
+    "keras_bn": ("Keras' own BatchNormalization, float32",
+                 {"keras_bn": True, "config": {"mixed_precision": "float32"}}),
+    "keras_bn_bf16": ("Keras' own BatchNormalization + tfcnn bfloat16",
+                      {"keras_bn": True, "config": {"mixed_precision": "bfloat16"}}),
+    "keras_bn_keras_bf16": ("Keras' own BatchNormalization + keras mixed_bfloat16 policy",
+                            {"keras_bn": True, "config": {"mixed_precision": "float32"}, "policy": "mixed_bfloat16",
                              "grappler": {"auto_mixed_precision_onednn_bfloat16": False}}),
     # Peers, for a side by side in the same interleaved run (benchmarks/torch_peers.py in .venv-torch).
     "pytorch_cl": ("PyTorch 2.13 channels_last (torch_peers.py)", {"torch": ["--channels-last"]}),
@@ -97,7 +102,7 @@ def child(args):
             settings = VARIANTS[name][1]
             tf.config.optimizer.set_jit(settings.get("jit", False))
             data.train_epochs = original_train_epochs
-            _use_fused_batch_norm(settings.get("fused_bn", False))
+            _use_keras_batch_norm(settings.get("keras_bn", False))
             if settings.get("data"):
                 _patch_dataset_options(data, settings["data"])
             session = bench._Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
@@ -117,37 +122,16 @@ def child(args):
                       "inter": tf.config.threading.get_inter_op_parallelism_threads()}))
 
 
-def _use_fused_batch_norm(enable):
-    """Route keras BatchNormalization (4-D, last axis, no mask) through TF's fused kernel, or restore it."""
-    import tensorflow as tf
+def _use_keras_batch_norm(enable):
+    """Make tfcnn's FusedBatchNormalization run Keras' own BatchNormalization.call, or restore it."""
     from keras import layers
 
-    cls = layers.BatchNormalization
-    original = getattr(cls, "_ablation_original_call", cls.call)
-    cls._ablation_original_call = original
-    if not enable:
-        cls.call = original
-        return
+    from tfcnn import models
 
-    def call(self, inputs, training=None, mask=None):
-        if mask is not None or len(inputs.shape) != 4 or self.axis not in (-1, 3) or self.renorm:
-            return original(self, inputs, training=training, mask=mask)
-        x = tf.cast(inputs, tf.float32) if inputs.dtype == tf.float16 else inputs
-        channels = x.shape[-1]
-        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
-        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
-        if training and self.trainable:
-            y, mean, var = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
-                                                             data_format="NHWC", is_training=True)
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + var * (1.0 - self.momentum))
-        else:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean=self.moving_mean,
-                                                       variance=self.moving_variance, epsilon=self.epsilon,
-                                                       data_format="NHWC", is_training=False)
-        return tf.cast(y, self.compute_dtype)
-
-    cls.call = call
+    cls = models.FusedBatchNormalization
+    fused = cls.__dict__.get("_ablation_fused_call", cls.call)
+    cls._ablation_fused_call = fused
+    cls.call = layers.BatchNormalization.call if enable else fused
 
 
 def _patch_dataset_options(data, values):

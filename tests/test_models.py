@@ -349,3 +349,44 @@ def test_mobilenet_v2_batchnorm_statistics_follow_short_runs():
         model(x, training=True)
     batch_mean = keras.ops.convert_to_numpy(model.get_layer("stem_conv")(x)).mean(axis=(0, 1, 2))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), batch_mean, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_matches_keras_batch_norm(policy):
+    """The fused layer is Keras' BatchNormalization computed by one kernel: same outputs, gradients and
+    moving statistics (biased variance, momentum update) in training, and same outputs in inference."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (8, 5, 5, 6)), tf.float32)
+        layers_ = []
+        for cls in (keras.layers.BatchNormalization, models.FusedBatchNormalization):
+            layer = cls(momentum=0.9, epsilon=1e-3)
+            layer.build(x.shape)
+            layer.gamma.assign(np.linspace(0.5, 1.5, 6))
+            layer.beta.assign(np.linspace(-1.0, 1.0, 6))
+            layers_.append(layer)
+        results = []
+        for layer in layers_:
+            inputs = tf.cast(x, layer.compute_dtype)
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = layer(inputs, training=True)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.range(6, dtype=tf.float32))
+            grads = tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+            results.append([y, *grads, layer.moving_mean, layer.moving_variance, layer(inputs, training=False)])
+        tol = 1e-4 if policy == "float32" else 5e-2
+        names = ["train output", "input grad", "gamma grad", "beta grad", "moving mean", "moving var", "inference"]
+        for name, ref, fused in zip(names, *results):
+            np.testing.assert_allclose(np.asarray(tf.cast(fused, tf.float32)), np.asarray(tf.cast(ref, tf.float32)),
+                                       rtol=tol, atol=tol, err_msg=name)
+        # The moving statistics did move (so the comparison above is not of two untouched initial values).
+        assert np.abs(np.asarray(layers_[1].moving_mean)).min() > 0.1
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_resnet_and_mobilenet_use_the_fused_batch_norm():
+    for arch, opts in (("resnet", {"stack_n": 1}), ("mobilenet_v2", {"alpha": 0.35})):
+        model = models.build(arch, (32, 32, 3), 10, **opts)
+        norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        assert norms and all(isinstance(l, models.FusedBatchNormalization) for l in norms), arch
