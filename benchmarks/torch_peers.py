@@ -21,12 +21,14 @@ REFERENCE = os.environ.get("TORCH_RESNET_REFERENCE", "/work/shared/bench/torch_r
 SHAPES = {"mnist": (1, 28, 28), "notmnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
-def lenet5(channels=1, classes=10):
-    """tfcnn.models.lenet5 defaults: tanh, average pooling, C1 padded 'same', 120-84 dense."""
+def lenet5(channels=1, classes=10, modern=False):
+    """tfcnn.models.lenet5 defaults: tanh, average pooling, C1 padded 'same', 120-84 dense;
+    modern=True is the MNIST lab's suggested change (activation="relu", pool="max" in tfcnn)."""
+    act, pool = (nn.ReLU, nn.MaxPool2d) if modern else (nn.Tanh, nn.AvgPool2d)
     return nn.Sequential(
-        nn.Conv2d(channels, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, classes))
+        nn.Conv2d(channels, 6, 5, padding=2), act(), pool(2),
+        nn.Conv2d(6, 16, 5), act(), pool(2), nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), act(), nn.Linear(120, 84), act(), nn.Linear(84, classes))
 
 
 def two_conv(channels=1, classes=10, width=5000, size=28):
