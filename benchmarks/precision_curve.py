@@ -26,6 +26,8 @@ def run(args, precision, seed, out):
            "--limit-train", str(args.limit_train), "--epochs", str(args.epochs), "--mixed-precision", precision,
            "--seed", str(seed), "--data-dir", args.data_dir, "--runs-dir", str(out / "runs"),
            "--saved-models-dir", str(out / "saved"), "--name", name, "--verbose", "0", "--no-tensorboard"]
+    if args.milestones:
+        cmd += ["--milestones", args.milestones]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{' '.join(cmd)} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -47,6 +49,8 @@ def main():
     ap.add_argument("--limit-train", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--milestones", help="lr x0.1 at these epochs, e.g. 4,5 (default: the lab's 81,122, so a short "
+                    "run keeps lr 0.1 throughout)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="tfcnn-precision-"))
@@ -60,8 +64,9 @@ def main():
     if args.json:
         print(json.dumps({"args": vars(args), "load_avg_1min": load, "results": results}))
         return
+    drops = f", x0.1 at epochs {args.milestones}" if args.milestones else ""
     print(f"ResNet-{6 * args.stack_n + 2}, {args.limit_train} training images, {args.epochs} epochs "
-          f"(SGD 0.1 Nesterov, batch 128, crop+flip); 1-min load {load}")
+          f"(SGD 0.1 Nesterov{drops}, batch 128, crop+flip); 1-min load {load}")
     epochs = "  ".join(f"ep{e + 1:<4}" for e in range(args.epochs))
     print(f"{'precision':10} {'seed':>4}  val acc: {epochs}  test acc  img/s  epoch s")
     for r in results:
