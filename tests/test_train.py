@@ -193,3 +193,27 @@ def test_multiworker_strategy_from_tf_config(tmp_path, shared_data):
     metrics = json.loads((tmp_path / "runs" / "mw" / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["test"]["num_examples"] == 100
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["mw"]
+
+
+@pytest.mark.parametrize("native_bf16, expected", [(True, "bfloat16"), (False, "float32")])
+def test_auto_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch, native_bf16, expected):
+    """--mixed-precision auto (the default): oneDNN's bfloat16 pass on CPUs with native bfloat16, float32
+    elsewhere; the Keras model itself stays float32 either way (its exports carry no bfloat16 ops)."""
+    import keras
+    import tensorflow as tf
+
+    from tfcnn import config as config_lib, train
+
+    monkeypatch.setattr(train, "_cpu_has_bf16", lambda: native_bf16)
+    monkeypatch.setattr(train, "_onednn_enabled", lambda: True)
+    try:
+        _, precision = train.configure_runtime(config_lib.make_config({"arch": "lenet5"}))
+        assert precision == expected
+        assert tf.config.optimizer.get_experimental_options().get(
+            "auto_mixed_precision_onednn_bfloat16", False) is native_bf16
+        assert keras.mixed_precision.global_policy().name == "float32"
+        train._float32_inference()
+        assert not tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16", False)
+    finally:
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": False})
+        keras.mixed_precision.set_global_policy("float32")

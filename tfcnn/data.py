@@ -676,7 +676,7 @@ def _tf():
 
 
 def augment_fn(kind, image_shape):
-    """A batch function images(float32 NHWC)[, seed(2,)] -> augmented images of the same shape.
+    """A batch function images(NHWC, any dtype)[, seed(2,)] -> augmented images, same shape and dtype.
 
     crop_flip: 4-pixel zero pad, random crop back, random horizontal flip (He et al. 2016, CIFAR).
     shift: 2-pixel zero pad and random crop: digits and letters must not be mirrored.
@@ -759,8 +759,10 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
         order = tf.argsort(tf.random.stateless_uniform([len(y_train)], fold_in(epoch_seed, 0)))
 
         def gather(step, idx):
-            images = augment_batch(tf.cast(tf.gather(images_t, idx), tf.float32), fold_in(epoch_seed, step + 1))
-            return to_model(images, tf.gather(labels_t, idx))
+            # Crop/flip the uint8 pixels and cast after: the same images as in float32 with a quarter of
+            # the memory traffic, which tiny models (LeNet-5: ~8 ms a step) feel on 2 shared cores.
+            images = augment_batch(tf.gather(images_t, idx), fold_in(epoch_seed, step + 1))
+            return to_model(tf.cast(images, tf.float32), tf.gather(labels_t, idx))
 
         return (tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
                 .map(gather, num_parallel_calls=auto))
