@@ -485,6 +485,19 @@ def test_train_epochs_resume_with_the_same_batches():
     assert np.bincount(epoch0).tolist() == [90] * 4 and not np.array_equal(epoch0, epoch1)
 
 
+@pytest.mark.parametrize("chunk_batches", [1, 2, 32])
+def test_train_epoch_chunks_cover_every_image_once(monkeypatch, chunk_batches):
+    """Batches are gathered CHUNK_BATCHES at a time: full batches, then one short batch; each image once."""
+    monkeypatch.setattr(data, "CHUNK_BATCHES", chunk_batches)
+    p = data.make_pipelines(_toy(), batch_size=32, augment=False)  # 360 train images: 11 full + 8
+    batches = [(x.numpy(), y.numpy()) for x, y in p.train]
+    assert [len(y) for _, y in batches] == [32] * 11 + [8]
+    x = np.concatenate([b for b, _ in batches]).reshape(360, -1)
+    ds = _toy()
+    train_images = data.split_validation(ds.x_train, ds.y_train, 0.1, 0)[0].reshape(360, -1)
+    assert sorted(map(bytes, x.astype(np.uint8))) == sorted(map(bytes, train_images))
+
+
 def test_one_hot_labels():
     p = data.make_pipelines(_toy(), batch_size=16, one_hot=True)
     for dataset in (p.train, p.val, p.test):
