@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "default": ("tfcnn's configure_runtime as it stands", {}),
     "tf_threads": ("TF's default thread pools (no threading calls)", {"threads": (0, 0)}),
+    "pinned": ("inter-op 2 / intra-op all cores (tfcnn's setting before the fused BatchNorm)",
+               {"threads": (None, 2)}),
     "inter1": ("inter-op 1 / intra-op all cores", {"threads": (None, 1)}),
     "intra1": ("intra-op 1 / inter-op 2", {"threads": (1, 2)}),
     "onednn_off": ("TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels)", {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
@@ -62,6 +64,8 @@ VARIANTS = {
     "keras_bn_keras_bf16": ("Keras' own BatchNormalization + keras mixed_bfloat16 policy",
                             {"keras_bn": True, "config": {"mixed_precision": "float32"}, "policy": "mixed_bfloat16",
                              "grappler": {"auto_mixed_precision_onednn_bfloat16": False}}),
+    "keras_bn_tf_threads": ("Keras' own BatchNormalization, float32, TF's default thread pools",
+                            {"keras_bn": True, "threads": (0, 0), "config": {"mixed_precision": "float32"}}),
     # Peers, for a side by side in the same interleaved run (benchmarks/torch_peers.py in .venv-torch).
     "pytorch_cl": ("PyTorch 2.13 channels_last (torch_peers.py)", {"torch": ["--channels-last"]}),
     "pytorch_nchw": ("PyTorch 2.13 NCHW (torch_peers.py)", {"torch": []}),

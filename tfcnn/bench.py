@@ -272,7 +272,7 @@ def _parser():
     parser.add_argument("--data-dir", help="dataset folder (default $TFCNN_DATA_DIR, else ./data)")
     parser.add_argument("--mixed-precision", choices=("auto", "float32", "bfloat16", "float16"),
                         help="override the config's policy (default auto)")
-    parser.add_argument("--cpu-threads", type=int, help="intra-op threads (default: all cores)")
+    parser.add_argument("--cpu-threads", type=int, help="intra-op threads (default: TensorFlow's own)")
     parser.add_argument("--augment", action=__import__("argparse").BooleanOptionalAction, default=None)
     parser.add_argument("--sources", default="pipeline,synthetic",
                         help="comma list of pipeline,synthetic,one_batch (default pipeline,synthetic)")

@@ -62,7 +62,7 @@ class Config:
     # hardware
     strategy: str = "auto"
     mixed_precision: str = "auto"
-    cpu_threads: typing.Optional[int] = None  # intra-op threads; default: all cores
+    cpu_threads: typing.Optional[int] = None  # intra-op threads; default: TF's own pools
     cpu_devices: int = 1  # logical CPU devices (lets MirroredStrategy run on a CPU-only machine)
     # transfer learning
     init_from: typing.Optional[str] = None  # a .keras file or saved_models/<name> folder

@@ -35,12 +35,12 @@ def configure_runtime(config):
     TensorFlow needs (before its runtime starts). Returns (strategy, precision policy name)."""
     import tensorflow as tf
 
-    cores = os.cpu_count() or 1
     try:
-        # TF's default inter-op pool is sized for big machines; on 2 cores inter 2 / intra 2 trains
-        # ResNet-32 ~1.4x faster than the default (measured, see docs/RESULTS.md).
-        tf.config.threading.set_intra_op_parallelism_threads(config.cpu_threads or cores)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
+        # TF's own thread pools unless --cpu-threads is given: with the fused-BatchNorm bfloat16 graph
+        # they train ResNet-32 1.15x faster than pinning inter-op 2 / intra-op all cores (which helped
+        # the unfused float32 graph); docs/RESULTS.md, "Performance".
+        if config.cpu_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(config.cpu_threads)
         if config.cpu_devices > 1:
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(
@@ -55,9 +55,9 @@ def configure_runtime(config):
     precision = config.mixed_precision
     gpu = bool(tf.config.list_physical_devices("GPU"))
     if precision == "auto":
-        # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.1-1.3x, two_conv 1.2-1.3x and
-        # LeNet-5 1.06x faster in bfloat16, and ResNet-20's accuracy curve matches float32 (3 seeds;
-        # docs/RESULTS.md, "Performance"). Elsewhere oneDNN would emulate bfloat16, slower than float32.
+        # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.4x, two_conv 1.2-1.3x and
+        # LeNet-5 1.06x faster in bfloat16, with ResNet-32's and ResNet-20's test accuracy unchanged
+        # (docs/RESULTS.md, "Performance"). Elsewhere oneDNN would emulate bfloat16, slower than float32.
         precision = "float16" if gpu else "bfloat16" if _onednn_enabled() and _cpu_has_bf16() else "float32"
     # bfloat16 on CPU: TF's oneDNN auto-mixed-precision graph pass runs convolutions, matmuls and their
     # neighbours in bfloat16 (variables, softmax and loss stay float32). Its speed-up equals Keras'
