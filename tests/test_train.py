@@ -212,7 +212,7 @@ def test_auto_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch, na
         assert tf.config.optimizer.get_experimental_options().get(
             "auto_mixed_precision_onednn_bfloat16", False) is native_bf16
         assert keras.mixed_precision.global_policy().name == "float32"
-        train._float32_inference()
+        train._set_onednn_bfloat16(False)
         assert not tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16", False)
     finally:
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": False})

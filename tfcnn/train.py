@@ -54,28 +54,28 @@ def configure_runtime(config):
         tf.config.experimental.enable_op_determinism()
     precision = config.mixed_precision
     gpu = bool(tf.config.list_physical_devices("GPU"))
+    onednn = not gpu and _onednn_enabled()
     if precision == "auto":
         # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.4x, two_conv 1.2-1.3x and
         # LeNet-5 1.06x faster in bfloat16, with ResNet-32's and ResNet-20's test accuracy unchanged
         # (docs/RESULTS.md, "Performance"). Elsewhere oneDNN would emulate bfloat16, slower than float32.
-        precision = "float16" if gpu else "bfloat16" if _onednn_enabled() and _cpu_has_bf16() else "float32"
+        precision = "float16" if gpu else "bfloat16" if onednn and _cpu_has_bf16() else "float32"
     # bfloat16 on CPU: TF's oneDNN auto-mixed-precision graph pass runs convolutions, matmuls and their
     # neighbours in bfloat16 (variables, softmax and loss stay float32). Its speed-up equals Keras'
     # mixed_bfloat16 policy (measured), but the model itself stays float32, so saved models and their
     # SavedModel/ONNX/TFLite exports carry no bfloat16 ops.
-    onednn_amp = precision == "bfloat16" and not gpu and _onednn_enabled()
-    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": onednn_amp})
+    onednn_amp = precision == "bfloat16" and onednn
+    _set_onednn_bfloat16(onednn_amp)
     policy = "float32" if precision == "float32" or onednn_amp else f"mixed_{precision}"
     keras.mixed_precision.set_global_policy(policy)
     return strategy, precision
 
 
-def _float32_inference():
-    """Turn the oneDNN bfloat16 pass off again: test metrics then come from the float32 model that is
-    saved and exported (and that `python -m tfcnn.evaluate` reproduces), not from its bfloat16 rewrite."""
+def _set_onednn_bfloat16(enabled):
+    """Switch TF's oneDNN bfloat16 auto-mixed-precision graph pass (for graphs traced from now on)."""
     import tensorflow as tf
 
-    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": False})
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": enabled})
 
 
 def _cpu_has_bf16():
@@ -324,7 +324,9 @@ def train_and_evaluate(config, callbacks=()):
             epochs_run += timer2.epochs
     wall = time.perf_counter() - start
 
-    _float32_inference()
+    # Test metrics come from the float32 model that is saved and exported (and that
+    # `python -m tfcnn.evaluate` reproduces), not from its bfloat16 rewrite.
+    _set_onednn_bfloat16(False)
     plain.load_weights(run_dir / "best.weights.h5")
     hist = _history_rows(run_dir)
     best_epoch = max(hist, key=lambda r: r.get("val_accuracy", -1)) if hist else {}
