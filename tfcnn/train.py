@@ -56,8 +56,8 @@ def configure_runtime(config):
     gpu = bool(tf.config.list_physical_devices("GPU"))
     onednn = not gpu and _onednn_enabled()
     if precision == "auto":
-        # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.4x, two_conv 1.2-1.3x and
-        # LeNet-5 1.06x faster in bfloat16, with ResNet-32's and ResNet-20's test accuracy unchanged
+        # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.4x and LeNet-5 1.06x faster
+        # in bfloat16, with ResNet-32's and ResNet-20's test accuracy unchanged
         # (docs/RESULTS.md, "Performance"). Elsewhere oneDNN would emulate bfloat16, slower than float32.
         precision = "float16" if gpu else "bfloat16" if onednn and _cpu_has_bf16() else "float32"
     # bfloat16 on CPU: TF's oneDNN auto-mixed-precision graph pass runs convolutions, matmuls and their
