@@ -119,14 +119,76 @@ def test_notmnist_real_skips_the_two_unreadable_pngs(shared_data, caplog):
 
 
 def test_cifar10_jpg_real(shared_data):
-    ds = data.load("cifar10", shared_data, download=False)
-    assert ds.source.endswith("cifar-10-jpg.tar.gz")
+    # `cifar10` resolves to the lossless pickles when present; the JPEG class-folder archive is chosen by name.
+    ds = data.load("cifar10_jpg", shared_data, download=False)
+    assert ds.source.endswith("cifar-10-jpg.tar.gz") and ds.name == "cifar10_jpg"
     assert (ds.x_train.shape, ds.x_test.shape) == ((50000, 32, 32, 3), (10000, 32, 32, 3))
     assert np.bincount(ds.y_train).tolist() == [5000] * 10
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
     assert ds.class_names == data.CIFAR10_CLASSES and ds.augmentation == "crop_flip"
     # Not blank, and colour: real photos have R != B somewhere.
     assert 100 < ds.x_train.mean() < 150 and (ds.x_test[:100, ..., 0] != ds.x_test[:100, ..., 2]).any()
+
+
+# The published per-channel train mean and std of CIFAR-10 (0-1 scale), which only the original pixels give.
+CIFAR10_MEAN = [0.49139968, 0.48215841, 0.44653091]
+CIFAR10_STD = [0.24703223, 0.24348513, 0.26158784]
+CIFAR100_SUBSET = {0: "apple", 5: "bed", 21: "chimpanzee", 27: "crocodile", 29: "dinosaur", 35: "girl", 44: "lizard",
+                   50: "mouse", 54: "orchid", 55: "otter", 58: "pickup_truck", 78: "snake", 93: "turtle"}
+
+
+def test_cifar10_real_is_the_lossless_canonical_archive(shared_data):
+    ds = data.load("cifar10", shared_data, download=False)
+    assert ds.source.endswith("cifar-10-python.tar.gz") and ds.class_names == data.CIFAR10_CLASSES
+    assert (ds.x_train.shape, ds.x_test.shape) == ((50000, 32, 32, 3), (10000, 32, 32, 3))
+    assert np.bincount(ds.y_train).tolist() == [5000] * 10 and np.bincount(ds.y_test).tolist() == [1000] * 10
+    # data_batch_1 is the first 10,000 train images, in canonical order.
+    assert np.bincount(ds.y_train[:10000]).tolist() == [1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981]
+    mean, std = data.normalization_stats(ds.x_train)
+    np.testing.assert_allclose(mean / 255, CIFAR10_MEAN, atol=1e-6)
+    np.testing.assert_allclose(std / 255, CIFAR10_STD, atol=1e-6)
+
+
+def test_cifar100_real_subset_and_its_selections(shared_data):
+    ds = data.load("cifar100", shared_data, download=False)
+    assert ds.num_classes == 100 and len(ds.y_train) == 6500 and len(ds.y_test) == 1300
+    assert data.describe(ds)["classes_with_images"] == list(CIFAR100_SUBSET.values())
+    lecture = data.load("cifar100:0,55,58", shared_data, download=False)
+    assert lecture.class_names == ["apple", "otter", "pickup_truck"]
+    assert np.bincount(lecture.y_train).tolist() == [500] * 3 and np.bincount(lecture.y_test).tolist() == [100] * 3
+    by_name = data.load("cifar100:apple,otter,pickup_truck", shared_data, download=False)
+    assert np.array_equal(by_name.x_test, lecture.x_test) and np.array_equal(by_name.y_train, lecture.y_train)
+    with pytest.raises(TfcnnError, match=r"^cifar100 has no images of class 1 aquarium_fish in .*; "
+                                         r"classes with images: 0 apple, 5 bed, .*93 turtle$"):
+        data.load("cifar100:0,1,55", shared_data, download=False)
+
+
+def test_cifar10_reptiles_real(shared_data):
+    ds = data.load("cifar10_reptiles", shared_data, download=False)
+    assert ds.num_classes == 15 and ds.class_names[10:] == ["crocodile", "dinosaur", "lizard", "snake", "turtle"]
+    assert np.bincount(ds.y_train).tolist() == [5000] * 10 + [500] * 5
+    assert np.bincount(ds.y_test).tolist() == [1000] * 10 + [100] * 5
+
+
+def test_canonical_archives_are_decoded_once_then_cached(tmp_path, monkeypatch):
+    write_cifar10(tmp_path / "cifar-10-python.tar.gz")
+    write_cifar100(tmp_path / "cifar-100-python.tar.gz")
+    first = {name: data.load(name, tmp_path, download=False) for name in ("cifar10", "cifar100", "cifar100:coarse")}
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["cifar10", "cifar100"]
+
+    def no_reading(*args):
+        raise AssertionError("the archive was decoded again")
+
+    monkeypatch.setattr(data, "_read_pickles", no_reading)
+    for name, ds in first.items():
+        again = data.load(name, tmp_path, download=False)
+        assert again.class_names == ds.class_names
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            assert np.array_equal(getattr(again, key), getattr(ds, key))
+    # A replaced archive (new size/mtime) is decoded afresh.
+    os.utime(tmp_path / "cifar-10-python.tar.gz", ns=(1, 1))
+    with pytest.raises(AssertionError, match="decoded again"):
+        data.load("cifar10", tmp_path, download=False)
 
 
 # ---------------------------------------------------------------- canonical CIFAR pickles
@@ -195,8 +257,20 @@ def test_cifar100_fine_coarse_and_superclass(tmp_path):
 
 def test_cifar100_unknown_class_lists_valid_ones(tmp_path):
     write_cifar100(tmp_path / "cifar-100-python.tar.gz")
-    with pytest.raises(TfcnnError, match=r"no class 'reptile'.*crocodile.*superclass.*reptiles"):
+    with pytest.raises(TfcnnError, match=r"no class 'reptile'.*ids 0-99.*describe cifar100.*superclass.*reptiles"):
         data.load("cifar100:reptile", tmp_path)
+    with pytest.raises(TfcnnError, match=r"no class '999'"):
+        data.load("cifar100:0,55,999", tmp_path)
+
+
+def test_a_class_without_images_is_an_error_not_an_empty_class():
+    y = np.arange(9)  # classes 0-8: no truck (9), as a subset copy of a dataset may lack classes
+    ds = data.Dataset("cifar10", list(data.CIFAR10_CLASSES), np.zeros((9, 4, 4, 3), np.uint8), y,
+                      np.zeros((9, 4, 4, 3), np.uint8), y, source="subset.tar.gz")
+    assert data._select(ds, "0,8").num_classes == 2
+    with pytest.raises(TfcnnError, match=r"^cifar10 has no images of class 9 truck in subset.tar.gz; "
+                                         r"classes with images: 0 airplane, .*8 ship$"):
+        data._select(ds, "ship,truck")
 
 
 def test_cifar10_reptiles_has_15_classes(tmp_path):
@@ -268,7 +342,7 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
 def test_unknown_dataset_lists_choices():
     with pytest.raises(TfcnnError, match=r"unknown dataset 'nosuchset'; choose one of mnist, notmnist, cifar10"):
         data.load("nosuchset")
-    assert data.list_datasets() == ["mnist", "notmnist", "cifar10", "cifar100", "cifar10_reptiles"]
+    assert data.list_datasets() == ["mnist", "notmnist", "cifar10", "cifar10_jpg", "cifar100", "cifar10_reptiles"]
 
 
 def test_missing_file_without_download_names_paths_and_fix(tmp_path):
@@ -543,6 +617,31 @@ def test_crop_flip_augmentation_is_a_padded_crop_or_mirror():
     assert len({h[0][:2] for h in hits}) > 10  # offsets vary per image
 
 
+def test_cutout_erases_one_clipped_square_with_the_fill():
+    images = np.full((64, 12, 12, 3), 200, np.uint8)
+    out = data.augment_fn("none", (12, 12, 3), cutout=4, fill=[1, 2, 3])(images, tf_seed(7)).numpy()
+    erased = (out == [1, 2, 3]).all(-1)
+    assert ((out == 200).all(-1) | erased).all()  # nothing else changes
+    for hole in erased:
+        rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
+        assert hole.sum() == len(rows) * len(cols)  # one rectangle ...
+        assert 2 <= len(rows) <= 4 and 2 <= len(cols) <= 4  # ... of side 4, clipped at most to half at a border
+    assert len({tuple(np.argwhere(h)[0]) for h in erased}) > 10  # at random places
+    again = data.augment_fn("none", (12, 12, 3), cutout=4, fill=[1, 2, 3])(images, tf_seed(7)).numpy()
+    assert np.array_equal(out, again)
+    crop = data.augment_fn("crop_flip", (12, 12, 3))(images, tf_seed(7)).numpy()
+    both = data.augment_fn("crop_flip", (12, 12, 3), cutout=4, fill=[1, 2, 3])(images, tf_seed(7)).numpy()
+    assert np.array_equal(np.where(erased[..., None], [1, 2, 3], crop), both)  # same crop, then the same hole
+    with pytest.raises(TfcnnError, match="cutout size -1"):
+        data.augment_fn("crop_flip", (12, 12, 3), cutout=-1)
+
+
+def tf_seed(value):
+    import tensorflow as tf
+
+    return tf.constant([value, 0], tf.int64)
+
+
 def test_shift_augmentation_never_flips():
     rng = np.random.default_rng(3)
     images = rng.integers(1, 256, (64, 10, 10, 1)).astype(np.float32)
@@ -592,11 +691,31 @@ def test_cli_describe_text(tmp_path, capsys):
     assert "airplane        10       1       2" in out  # class, train, (val), test
 
 
+def test_cli_describe_into_a_closed_pipe_is_quiet(tmp_path):
+    write_cifar100(tmp_path / "cifar-100-python.tar.gz")
+    res = subprocess.run(f"{sys.executable} -m tfcnn.data describe cifar100 --data-dir {tmp_path} | head -2",
+                         shell=True, cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TFCNN_CACHE_DIR": str(tmp_path / "cache")})
+    assert res.stdout.splitlines()[0] == "dataset      cifar100" and len(res.stdout.splitlines()) == 2
+    assert res.stderr == ""
+
+
+def test_cli_describe_names_the_classes_that_hold_images(shared_data):
+    res = _cli("describe", "cifar100", "--data-dir", str(shared_data), "--no-download")
+    assert res.returncode == 0, res.stderr
+    assert "only 13 of the 100 classes hold images; the other 87 are not listed" in res.stdout
+    rows = [line.split()[0] for line in res.stdout.split("class ", 1)[1].splitlines()[1:] if line.strip()]
+    assert rows == list(CIFAR100_SUBSET.values())
+    res = _cli("describe", "cifar100:0,1,55", "--data-dir", str(shared_data), "--no-download")
+    assert res.returncode == 2 and res.stdout == "" and len(res.stderr.splitlines()) == 1
+    assert "no images of class 1 aquarium_fish" in res.stderr
+
+
 def test_cli_unknown_dataset_is_one_line_exit_2():
     res = _cli("describe", "nosuchset")  # a real process: no traceback may reach the terminal
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        "error: unknown dataset 'nosuchset'; choose one of mnist, notmnist, cifar10, cifar100, "
+        "error: unknown dataset 'nosuchset'; choose one of mnist, notmnist, cifar10, cifar10_jpg, cifar100, "
         "cifar10_reptiles, or folder:PATH"]
 
 

@@ -33,6 +33,7 @@ class Config:
     classes: typing.Optional[typing.List[str]] = None  # class subset (names or ids)
     val_fraction: float = 0.1
     augment: bool = True
+    cutout: int = 0  # side of a square erased from each train image at a random place, px (0: off)
     limit_train: typing.Optional[int] = None
     limit_test: typing.Optional[int] = None
     # model
@@ -99,6 +100,7 @@ class Config:
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         need(self.stack_n is None or self.stack_n >= 1, f"--stack-n must be at least 1 (6n+2 layers), got {self.stack_n}")
+        need(self.cutout >= 0, f"--cutout must be 0 (off) or a size in pixels, got {self.cutout}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")

@@ -1,5 +1,6 @@
 """The one user-facing error type and the CLI wrapper that turns it into one line + exit 2."""
 import argparse
+import os
 import sys
 
 
@@ -25,3 +26,8 @@ def run_cli(main, argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as cat does. Point stdout at devnull so
+        # the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

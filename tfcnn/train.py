@@ -287,7 +287,7 @@ def train_and_evaluate(config, callbacks=()):
     ds = data.load(config.dataset, config.data_dir, classes=config.classes)
     pipes = data.make_pipelines(ds, batch_size=global_batch, val_fraction=config.val_fraction, seed=config.seed,
                                 augment=config.augment, limit_train=config.limit_train, limit_test=config.limit_test,
-                                one_hot=config.label_smoothing > 0)
+                                one_hot=config.label_smoothing > 0, cutout=config.cutout)
     if pipes.val_size == 0:
         raise TfcnnError("the validation split is empty; the best checkpoint is chosen on it, so use --val-fraction > 0")
     run_dir = _prepare_run_dir(config)
