@@ -72,6 +72,23 @@ GRIDS = {
                   dict(optimizer="sgd", label_smoothing=0.0, label="sgd")],
         quick=dict(limit_train=128, limit_test=150),  # tracing the 153-layer graph dominates a quick run
     ),
+    "reptiles-transfer": dict(
+        description="The ResNet lab's transfer: the ResNet-32 trained on CIFAR-10 (configs/resnet32_cifar10_fast.yaml, "
+                    "run `resnet32-cifar10-fast`) moved to the 15-class CIFAR-10 + reptiles set with a new 15-way head, "
+                    "against the same budget from scratch. head: only the head trains (the lab's set-up). last-stage: "
+                    "stage 3, the final BatchNorm and the head train. full-bn-frozen: everything but BatchNorm trains at a "
+                    "low rate. head-then-full: 5 epochs head only, then 5 with everything but BatchNorm (linear probing, "
+                    "then fine-tuning; Kumar et al. 2022). scratch: a fresh ResNet-32 with the CIFAR-10 recipe.",
+        base=dict(arch="resnet", stack_n=5, dataset="cifar10_reptiles", init_from="saved_models/resnet32-cifar10-fast",
+                  optimizer="sgd", momentum=0.9, nesterov=True, batch_size=128, epochs=10, schedule="cosine",
+                  label_smoothing=0.1, weight_decay=5e-4),
+        variants=[dict(freeze="all", lr=0.1, label="head"),
+                  dict(freeze="stem_*,stage1_*,stage2_*", lr=0.05, label="last-stage"),
+                  dict(freeze="*_bn", lr=0.01, label="full-bn-frozen"),
+                  dict(freeze="all", lr=0.1, epochs=5, fine_tune_epochs=5, fine_tune_lr=0.01, label="head-then-full"),
+                  dict(init_from=None, freeze="none", lr=0.1, warmup_epochs=1, label="scratch")],
+        class_f1=["crocodile", "dinosaur", "lizard", "snake", "turtle"],
+    ),
 }
 # --quick: a smoke run of the grid, not a result.
 QUICK = dict(epochs=1, limit_train=256, limit_test=500)
@@ -101,9 +118,10 @@ def load_grid(name_or_path):
     if not isinstance(grid, dict) or not isinstance(grid.get("variants"), list) or not grid["variants"] \
             or not all(isinstance(v, dict) for v in grid["variants"]):
         raise TfcnnError(f"grid file {path} needs `variants:` a non-empty list of mappings (and optionally `base:`)")
-    unknown = sorted(set(grid) - {"name", "description", "base", "variants", "quick"})
+    unknown = sorted(set(grid) - {"name", "description", "base", "variants", "quick", "class_f1"})
     if unknown:
-        raise TfcnnError(f"grid file {path} has unknown keys {unknown}; use name, description, base, variants, quick")
+        raise TfcnnError(f"grid file {path} has unknown keys {unknown}; use name, description, base, variants, "
+                         "quick, class_f1")
     return str(grid.get("name") or path.stem), grid
 
 
@@ -222,7 +240,7 @@ def history(run_dir):
     return hist
 
 
-def _row(label, config, varied, metrics, error=None):
+def _row(label, config, varied, metrics, error=None, class_f1=()):
     hist = history(Path(config.runs_dir) / config.name)
     last = hist.iloc[-1] if len(hist) else {}
     row = {"variant": label}
@@ -244,6 +262,9 @@ def _row(label, config, varied, metrics, error=None):
         "wall_time_s": (metrics or {}).get("wall_time_s"),
         "run": str(Path(config.runs_dir) / config.name),
     })
+    per_class = test.get("per_class", {})
+    for name in class_f1:  # the classes a grid is about, e.g. the 5 reptiles among 15
+        row[f"f1_{name}"] = per_class.get(name, {}).get("f1-score") if per_class else None
     if error:
         row["error"] = error
     return row
@@ -268,10 +289,10 @@ def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, **
     for i, (label, config) in enumerate(configs, start=1):
         print(f"[{group} {i}/{len(configs)}] {label}", flush=True)
         try:
-            rows.append(_row(label, config, varied, run(config)))
+            rows.append(_row(label, config, varied, run(config), class_f1=grid.get("class_f1", ())))
         except TfcnnError as exc:  # this run's own failure (e.g. a diverging loss): the others still run
             print(f"[{group} {i}/{len(configs)}] {label} failed: {exc}", flush=True)
-            rows.append(_row(label, config, varied, None, error=str(exc)))
+            rows.append(_row(label, config, varied, None, error=str(exc), class_f1=grid.get("class_f1", ())))
     wall = time.perf_counter() - start
     table = pd.DataFrame(rows)
     table.attrs.update(group=group, varied=varied, markdown=str(out / f"{group}.md"), csv=str(out / f"{group}.csv"),
@@ -291,7 +312,8 @@ def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, **
 _MD_COLUMNS = [("test_accuracy", "test acc", "{:.4f}"), ("f1_macro", "macro F1", "{:.4f}"),
                ("best_val_accuracy", "best val (epoch)", None), ("final_val_accuracy", "final val", "{:.4f}"),
                ("gap_best_final_val", "best - final val", "{:+.4f}"), ("gap_train_val", "train - val (final)", "{:+.4f}"),
-               ("epoch_time_s", "s/epoch", "{:.1f}"), ("epochs", "epochs", "{:d}"), ("params", "params", "{:,d}")]
+               ("epoch_time_s", "s/epoch", "{:.1f}"), ("epochs", "epochs", "{:d}"),
+               ("train_time_s", "train s", "{:.0f}"), ("params", "params", "{:,d}")]
 
 
 def _cell(value, fmt):
@@ -304,12 +326,14 @@ def _cell(value, fmt):
 
 def to_markdown(table, varied=()):
     """The comparison as a Markdown table (no tabulate dependency)."""
-    header = ["variant", *varied] + [title for _, title, _ in _MD_COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * (1 + len(varied)) + ["---:"] * len(_MD_COLUMNS)) + "|"]
+    columns = list(_MD_COLUMNS)
+    columns[2:2] = [(k, f"F1 {k[3:]}", "{:.3f}") for k in table.columns if k.startswith("f1_") and k != "f1_macro"]
+    header = ["variant", *varied] + [title for _, title, _ in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * (1 + len(varied)) + ["---:"] * len(columns)) + "|"]
     for row in table.to_dict("records"):
         cells = [str(row["variant"])] + [_cell(row.get(k), None if not isinstance(row.get(k), float) else "{:g}")
                                          for k in varied]
-        for key, _, fmt in _MD_COLUMNS:
+        for key, _, fmt in columns:
             if key == "best_val_accuracy":
                 best = row.get(key)
                 cells.append("-" if best is None or np.isnan(best) else f"{best:.4f} ({int(row['best_epoch'])})")
