@@ -47,3 +47,18 @@ def test_evaluate_cli_reproduces_the_run_metrics(tmp_path, shared_data):
     missing = subprocess.run([sys.executable, "-m", "tfcnn.evaluate", "--model", str(tmp_path / "nope"),
                               "--dataset", "mnist"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_class_subset_keeps_its_original_ids_in_metrics_report_and_export(tmp_path, shared_data):
+    """cifar100:0,55,58 trains a 3-class model whose outputs say apple (0), otter (55), pickup_truck (58)."""
+    metrics = train.train_and_evaluate(config.make_config(dict(
+        arch="cifar_cnn", data_dir=str(shared_data), limit_train="256", epochs="1", verbose="0",
+        tensorboard="false", runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved"), name="sub")))
+    assert metrics["dataset"] == "cifar100"  # the lecture's default: CIFAR-100 classes 0, 55, 58
+    test = metrics["test"]
+    assert test["class_ids"] == [0, 55, 58] and test["num_examples"] == 300
+    assert {name: c["id"] for name, c in test["per_class"].items()} == {"apple": 0, "otter": 55, "pickup_truck": 58}
+    report = (tmp_path / "runs" / "sub" / "classification_report.txt").read_text()
+    assert "apple (0)" in report and "pickup_truck (58)" in report
+    meta = json.loads((tmp_path / "saved" / "sub" / "assets" / "tfcnn.json").read_text())
+    assert meta["class_names"] == ["apple", "otter", "pickup_truck"] and meta["class_ids"] == [0, 55, 58]

@@ -129,8 +129,9 @@ ARCH_DEFAULTS = {
     "lenet5": dict(dataset="mnist", optimizer="adam", lr=1e-3, batch_size=128, epochs=20, schedule="cosine"),
     "two_conv": dict(dataset="notmnist", optimizer="adam", lr=1e-4, batch_size=128, epochs=10),
     "pooled": dict(dataset="notmnist", optimizer="adam", lr=1e-4, batch_size=128, epochs=10),
-    "cifar_cnn": dict(dataset="cifar10", classes=["airplane", "automobile", "bird"], optimizer="adam",
-                      lr=1e-3, batch_size=64, epochs=30),
+    # The lecture's small CNN on CIFAR-100 classes 0, 55, 58 (apple, otter, pickup_truck), no augmentation.
+    "cifar_cnn": dict(dataset="cifar100", classes=["0", "55", "58"], optimizer="adam",
+                      lr=1e-3, batch_size=64, epochs=30, augment=False),
     "resnet": dict(dataset="cifar10", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, batch_size=128,
                    epochs=200, schedule="step", milestones=[81, 122], gamma=0.1, weight_decay=1e-4, stack_n=5),
     # The MobileNetV2 homework: SAM + label smoothing.

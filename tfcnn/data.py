@@ -101,6 +101,8 @@ class Dataset:
     skipped: list = dataclasses.field(default_factory=list)
     source: str = ""
     augmentation: str = "none"
+    # For a class subset: each class's id in the full dataset (cifar100:0,55,58 -> [0, 55, 58]); None: 0..K-1.
+    class_ids: list = None
 
     @property
     def image_shape(self):
@@ -646,6 +648,7 @@ def _select(ds, classes, name=None, hint=""):
     train, test = np.isin(ds.y_train, ids), np.isin(ds.y_test, ids)
     return dataclasses.replace(
         ds, name=name or f"{ds.name}:{','.join(names)}", class_names=names,
+        class_ids=[ds.class_ids[i] for i in ids] if ds.class_ids else ids,
         x_train=ds.x_train[train], y_train=relabel[ds.y_train[train]],
         x_test=ds.x_test[test], y_test=relabel[ds.y_test[test]])
 
@@ -878,7 +881,7 @@ def describe(ds):
     _, _, _, y_val = split_validation(np.arange(len(ds.y_train)), ds.y_train, 0.1, 0)
     return {
         "dataset": ds.name, "image_shape": list(ds.image_shape), "num_classes": ds.num_classes,
-        "class_names": ds.class_names,
+        "class_names": ds.class_names, "class_ids": ds.class_ids or list(range(ds.num_classes)),
         "counts": {"train": _counts(ds.y_train, ds.class_names), "test": _counts(ds.y_test, ds.class_names),
                    "validation": _counts(y_val, ds.class_names)},
         "train_size": len(ds.y_train), "test_size": len(ds.y_test),

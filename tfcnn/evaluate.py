@@ -89,16 +89,33 @@ def plot_curves(history_csv, path):
     plt.close(fig)
 
 
-def write_report(model, images, labels, class_names, out_dir, extra=None, batch_size=256):
-    """Evaluate `model` and write metrics.json, classification_report.txt, confusion_matrix.png."""
+def labelled(class_names, class_ids=None):
+    """Names for reports and figures: 'apple (0)' when the classes are a subset with their own ids."""
+    if class_ids is None or list(class_ids) == list(range(len(class_names))):
+        return list(class_names)
+    return [f"{name} ({i})" for name, i in zip(class_names, class_ids)]
+
+
+def write_report(model, images, labels, class_names, out_dir, extra=None, batch_size=256, class_ids=None):
+    """Evaluate `model` and write metrics.json, classification_report.txt, confusion_matrix.png.
+
+    class_ids: the classes' ids in the full dataset (a subset such as cifar100:0,55,58), kept in the
+    metrics and shown beside the names in the report and the figure.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     probs = predict_proba(model, images, batch_size)
-    metrics, report = compute_metrics(labels, probs, class_names)
+    metrics, _ = compute_metrics(labels, probs, class_names)
+    _, report = compute_metrics(labels, probs, labelled(class_names, class_ids))
+    if class_ids is not None:
+        metrics["class_ids"] = [int(i) for i in class_ids]
+        for name, i in zip(class_names, class_ids):
+            metrics["per_class"][name]["id"] = int(i)
     metrics = {**(extra or {}), "test": metrics}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "classification_report.txt").write_text(report)
-    plot_confusion_matrix(labels, probs.argmax(axis=1), class_names, out_dir / "confusion_matrix.png")
+    plot_confusion_matrix(labels, probs.argmax(axis=1), labelled(class_names, class_ids),
+                          out_dir / "confusion_matrix.png")
     return metrics, report
 
 
@@ -145,7 +162,7 @@ def main(argv=None):
         raise TfcnnError(f"the model takes {model.input_shape[1:]} images but {args.dataset} has {ds.image_shape}")
     out = Path(args.out or f"runs/eval-{Path(args.model).stem}-{args.dataset.replace(':', '_').replace('/', '_')}")
     metrics, report = write_report(model, x, y, ds.class_names, out,
-                                   extra={"model": str(args.model), "dataset": args.dataset})
+                                   extra={"model": str(args.model), "dataset": args.dataset}, class_ids=ds.class_ids)
     print(report)
     t = metrics["test"]
     print(f"test accuracy {t['accuracy']:.4f}  macro F1 {t['f1_macro']:.4f}  ({t['num_examples']} images) -> {out}")

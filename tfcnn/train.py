@@ -341,12 +341,15 @@ def train_and_evaluate(config, callbacks=()):
         "train_images_per_s": round(pipes.train_size * epochs_run / train_time, 1) if train_time else None,
         "precision_policy": precision, "replicas": replicas, "frozen_layers": frozen,
     }
-    metrics, _ = evaluate.write_report(plain, pipes.x_test, pipes.y_test, pipes.class_names, run_dir, extra=extra)
+    class_ids = ds.class_ids or list(range(ds.num_classes))
+    metrics, _ = evaluate.write_report(plain, pipes.x_test, pipes.y_test, pipes.class_names, run_dir, extra=extra,
+                                       class_ids=class_ids)
     if hist:
         evaluate.plot_curves(run_dir / "history.csv", run_dir / "curves.png")
     plain.save(run_dir / "model.keras")
     meta = {"name": config.name, "arch": config.arch, "dataset": config.dataset,
-            "class_names": list(pipes.class_names), "input_shape": list(pipes.image_shape),
+            "class_names": list(pipes.class_names), "class_ids": [int(i) for i in class_ids],
+            "input_shape": list(pipes.image_shape),
             "preprocessing": "raw pixels 0-255, float32, NHWC; normalisation is inside the model",
             "mean": pipes.mean.tolist(), "std": pipes.std.tolist(),
             "test_accuracy": metrics["test"]["accuracy"]}
