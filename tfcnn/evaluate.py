@@ -120,12 +120,14 @@ def write_report(model, images, labels, class_names, out_dir, extra=None, batch_
 
 
 def load_model(path):
-    """Load a .keras file, or the model.keras inside a saved_models/<name> folder."""
+    """Load a .keras file, the model.keras inside a saved_models/<name> folder, or pretrained:NAME
+    (a shipped model, after its checksums are verified)."""
     import keras
 
     import tfcnn.optim  # noqa: F401  (registers custom objects)
+    from tfcnn import pretrained
 
-    path = Path(path)
+    path = Path(pretrained.resolve(path))
     candidate = path / "model.keras" if path.is_dir() else path
     if not candidate.exists():
         raise TfcnnError(f"no model at {path}; pass a .keras file or a saved_models/<name> folder")
@@ -138,7 +140,7 @@ def load_model(path):
 
 def main(argv=None):
     parser = ArgumentParser(prog="python -m tfcnn.evaluate", description="Evaluate a saved model on a test set.")
-    parser.add_argument("--model", required=True, help=".keras file or saved_models/<name> folder")
+    parser.add_argument("--model", required=True, help=".keras file, saved_models/<name> folder or pretrained:NAME")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--classes", default=None, help="comma-separated class subset, as in training")

@@ -312,7 +312,7 @@ def _check_images(dataset, data_dir, count, input_shape):
 
 def main(argv=None):
     parser = ArgumentParser(prog="python -m tfcnn.export", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help=".keras file or saved_models/<name> folder")
+    parser.add_argument("--model", required=True, help=".keras file, saved_models/<name> folder or pretrained:NAME")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", default=None,
                         help="artefact path (a folder for savedmodel); default saved_models/<name>/model.<ext>")
@@ -327,9 +327,11 @@ def main(argv=None):
     if args.check_images < MIN_CHECK_IMAGES:
         raise TfcnnError(f"--check-images must be at least {MIN_CHECK_IMAGES}, got {args.check_images}")
 
+    from tfcnn import pretrained
     from tfcnn.evaluate import load_model
 
-    source = Path(args.model)
+    shipped = args.model.startswith(pretrained.PREFIX)
+    source = Path(pretrained.resolve(args.model))
     if not source.exists():
         raise TfcnnError(f"no model at {source}; pass a .keras file or a saved_models/<name> folder")
     meta = read_meta(source) or {}
@@ -347,7 +349,12 @@ def main(argv=None):
     meta.setdefault("input_shape", list(model.input_shape[1:]))
     meta.setdefault("preprocessing", "raw pixels 0-255, float32, NHWC; normalisation is inside the model")
     meta.pop("check", None)
-    target = Path(args.out) if args.out else _default_target(source, args.format)
+    if args.out:
+        target = Path(args.out)
+    elif shipped:  # never write into a shipped model's folder: its files are checksummed
+        target = _default_target(Path("saved_models") / f"{source.name}-export" / "model.keras", args.format)
+    else:
+        target = _default_target(source, args.format)
     keep = ()
     source_folder = source if source.is_dir() else source.parent
     if args.format == "savedmodel" and target.exists() and target.resolve() == source_folder.resolve():

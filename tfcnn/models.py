@@ -494,7 +494,9 @@ _shape.__name__ = "H,W,C"  # argparse names the type in its one-line error
 def main(argv=None):
     parser = ArgumentParser(prog="python -m tfcnn.models",
                             description="Print a tfcnn model's summary (or its counts as JSON).")
-    parser.add_argument("arch", help=f"one of: {', '.join(available())}")
+    parser.add_argument("arch", nargs="?", help=f"one of: {', '.join(available())}")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="list the trained models shipped in saved_models/ (use them as pretrained:NAME)")
     parser.add_argument("--dataset", choices=sorted(DATASETS),
                         help="size the model for this dataset (no data is loaded)")
     parser.add_argument("--input-shape", type=_shape, metavar="H,W,C")
@@ -510,6 +512,13 @@ def main(argv=None):
                             help=f"option of {', '.join(users)} (default {default})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
+    if args.pretrained:
+        from tfcnn import pretrained
+
+        print("\n".join(pretrained.listing()))
+        return 0
+    if args.arch is None:
+        parser.error("the following arguments are required: arch (or --pretrained)")
 
     accepted = options_of(args.arch)  # raises TfcnnError for an unknown arch
     options = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}

@@ -61,9 +61,10 @@ def _kind_of(path):
 
 def open_model(path, kind=None):
     """Load the model at `path` (kind inferred from the path unless given) for `Model.probs`."""
+    from tfcnn import pretrained
     from tfcnn.export import read_meta
 
-    path = Path(path)
+    path = Path(pretrained.resolve(path))
     if not path.exists():
         raise TfcnnError(f"no model at {path}; pass a SavedModel folder, saved_models/<name>, "
                          "or a .keras, .onnx or .tflite file")

@@ -1,11 +1,12 @@
 // tfcnn web demo: image file -> canvas at the model's input size -> raw 0-255 float32 NHWC -> ONNX.
-// Query string: ?model=URL of model.onnx (default models/model.onnx), ?meta=URL of its JSON
-// (default MODEL.json, written by `python -m tfcnn.export`), ?k=number of classes shown (default 5).
+// Query string: ?model=URL of model.onnx (default: the first shipped model listed in
+// models/MANIFEST.json, else models/model.onnx), ?meta=URL of its JSON (default MODEL.json, written by
+// `python -m tfcnn.export`), ?k=number of classes shown (default 5).
 "use strict";
 
 const params = new URLSearchParams(location.search);
-const modelUrl = params.get("model") || "models/model.onnx";
-const metaUrl = params.get("meta") || modelUrl + ".json";
+let modelUrl = params.get("model");
+let metaUrl = params.get("meta");
 const topK = Math.max(1, parseInt(params.get("k") || "5", 10) || 5);
 
 const $ = (id) => document.getElementById(id);
@@ -25,7 +26,32 @@ async function loadMeta() {
   return {};
 }
 
+// The shipped models (saved_models/MANIFEST.json, served as models/MANIFEST.json): a picker, and the
+// default model when the URL names none.
+async function shippedModels() {
+  try {
+    const response = await fetch("models/MANIFEST.json");
+    if (response.ok) return Object.entries((await response.json()).models || {});
+  } catch (err) { /* not served from saved_models/: no picker */ }
+  return [];
+}
+
 async function init() {
+  const shipped = await shippedModels();
+  const urlOf = (name) => `models/${name}/model.onnx`;
+  modelUrl = modelUrl || (shipped.length ? urlOf(shipped[0][0]) : "models/model.onnx");
+  metaUrl = metaUrl || modelUrl + ".json";
+  if (shipped.length) {
+    const picker = $("picker");
+    picker.replaceChildren(...shipped.map(([name, entry]) => {
+      const option = new Option(`${name} (${entry.dataset}, test accuracy ${(100 * entry.test.accuracy).toFixed(2)}%)`,
+                                urlOf(name));
+      option.selected = urlOf(name) === modelUrl;
+      return option;
+    }));
+    picker.hidden = false;
+    picker.addEventListener("change", () => { location.search = `?model=${encodeURIComponent(picker.value)}`; });
+  }
   $("model-url").textContent = modelUrl;
   // One thread: no SharedArrayBuffer, so no cross-origin isolation headers are needed.
   ort.env.wasm.numThreads = 1;

@@ -1,6 +1,7 @@
 // Drive the demo page in headless Chromium (playwright-core, the system browser, no download):
 //   node web/drive.mjs URL IMAGE... -> one JSON line {"results": [{"image", "top1", "index", "probability", "top"}]}
-// CHROMIUM=/path/to/chromium overrides /usr/bin/chromium. Used by tests/test_web.py.
+// CHROMIUM=/path/to/chromium overrides /usr/bin/chromium; SCREENSHOT=file.png saves the page after the
+// last image. Used by tests/test_web.py.
 import { chromium } from "playwright-core";
 
 const [url, ...images] = process.argv.slice(2);
@@ -37,6 +38,7 @@ try {
       top: Array.from(document.querySelectorAll("#results li"), (li) => li.textContent),
     }), image));
   }
+  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
   const state = await page.evaluate(() => document.body.dataset.state);
   const status = await page.evaluate(() => document.getElementById("status").textContent);
   console.log(JSON.stringify({ state, status, results, logs }));

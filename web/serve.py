@@ -1,5 +1,6 @@
 """Serve the demo page on 127.0.0.1, with a model folder under /models/.
 
+    python web/serve.py                     # the shipped models (saved_models/), LeNet-5 first
     python web/serve.py --models saved_models/NAME [--port 8000]
     # then open http://127.0.0.1:8000/?model=models/model.onnx
 
@@ -14,6 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 WEB_DIR = Path(__file__).resolve().parent
+SHIPPED = WEB_DIR.parent / "saved_models"  # the models committed with MANIFEST.json (tfcnn.pretrained)
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -54,7 +56,8 @@ def make_server(models_dir=None, port=0, host="127.0.0.1", quiet=True):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=None, help="folder served as /models/ (e.g. saved_models/NAME)")
+    parser.add_argument("--models", default=str(SHIPPED),
+                        help="folder served as /models/ (default: the shipped models in saved_models/)")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     if args.models and not Path(args.models).is_dir():
@@ -62,8 +65,9 @@ def main(argv=None):
     if not (WEB_DIR / "node_modules" / "onnxruntime-web").is_dir():
         parser.error(f"onnxruntime-web is not installed; run `npm ci` in {WEB_DIR}")
     server = make_server(args.models, args.port, quiet=False)
+    shipped = (Path(args.models) / "MANIFEST.json").is_file()
     print(f"serving {WEB_DIR} (and {args.models} as /models/) on http://127.0.0.1:{server.server_port}/"
-          f"?model=models/model.onnx", flush=True)
+          f"{'' if shipped else '?model=models/model.onnx'}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
