@@ -65,6 +65,7 @@ class Config:
     mixed_precision: str = "auto"
     cpu_threads: typing.Optional[int] = None  # intra-op threads; default: TF's own pools
     cpu_devices: int = 1  # logical CPU devices (lets MirroredStrategy run on a CPU-only machine)
+    peer_timeout: float = 60.0  # multiworker: seconds to wait for unreachable peers before giving up
     # transfer learning
     init_from: typing.Optional[str] = None  # a .keras file or saved_models/<name> folder
     freeze: str = "none"  # none | all (all but the head) | all-but-last:N | comma list of layer-name globs
@@ -109,6 +110,7 @@ class Config:
         need(list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
              f"--milestones must be increasing positive epochs, got {self.milestones}")
         need(self.cpu_devices >= 1, f"--cpu-devices must be at least 1, got {self.cpu_devices}")
+        need(self.peer_timeout > 0, f"--peer-timeout must be positive (seconds), got {self.peer_timeout}")
         for key in ("limit_train", "limit_test"):
             value = getattr(self, key)
             need(value is None or value >= 1, f"--{key.replace('_', '-')} must be at least 1, got {value}")

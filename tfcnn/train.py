@@ -9,6 +9,7 @@ A run lives in runs/<name>/: config.json, history.csv, logs/ (TensorBoard), best
 curves.png, model.keras. The final model is exported to saved_models/<name>/. Starting the same
 command again with the same --name continues an interrupted run from its last finished epoch.
 """
+import atexit
 import dataclasses
 import json
 import math
@@ -27,7 +28,7 @@ from tfcnn import config as config_lib
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 # Fields that may differ between an interrupted run and its resumption.
-_RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads"}
+_RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "peer_timeout"}
 
 
 def configure_runtime(config):
@@ -101,7 +102,9 @@ def make_strategy(config):
     import tensorflow as tf
 
     if config.strategy == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from TF_CONFIG; before any op
+        from tfcnn import distributed
+
+        return distributed.multi_worker_strategy(config.peer_timeout)  # cluster from TF_CONFIG; before any op
     gpus = tf.config.list_logical_devices("GPU")
     if config.strategy == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -109,13 +112,6 @@ def make_strategy(config):
     if config.strategy == "auto" and len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def _is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 def _prepare_run_dir(config):
@@ -141,8 +137,9 @@ def _completed_epochs(backup_dir):
     return json.loads(meta.read_text())["epoch"] if meta.exists() else 0
 
 
-def _make_callbacks(config, run_dir, stage, initial_epoch, best_so_far):
-    backup = run_dir / f"backup_{stage}"
+def _make_callbacks(config, run_dir, stage, initial_epoch, best_so_far, backup=True):
+    """tfcnn's callbacks for both loops; `backup`: Keras' BackupAndRestore (model.fit's; the distributed loop
+    checkpoints itself)."""
     history = run_dir / ("history.csv" if stage == "train" else f"history_{stage}.csv")
     if history.exists():
         # Drop rows of epochs the backup does not hold (killed between the two writes).
@@ -152,7 +149,7 @@ def _make_callbacks(config, run_dir, stage, initial_epoch, best_so_far):
     callbacks = [
         timer,
         NanGuard(),
-        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
+        *([keras.callbacks.BackupAndRestore(str(run_dir / f"backup_{stage}"), double_checkpoint=True)] if backup else []),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "best.weights.h5"), monitor="val_accuracy", mode="max", save_best_only=True,
             save_weights_only=True, initial_value_threshold=best_so_far),
@@ -202,6 +199,9 @@ class NanGuard(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.failed_at = None
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
@@ -209,30 +209,56 @@ class NanGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, best_so_far, extra_callbacks=()):
+def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, best_so_far, strategy, chief,
+               extra_callbacks=()):
+    """One training stage, resumed after its last finished epoch: model.fit on one device, the distributed
+    EpochLoop under a tf.distribute strategy (Keras 3.15's fit cannot run under MultiWorkerMirroredStrategy,
+    keras-team/keras#20585). Returns the EpochTimer, None when the stage had finished before."""
+    from tfcnn import distributed
     from tfcnn.data import train_epochs
 
     backup = run_dir / f"backup_{stage}"
     done = (run_dir / f"{stage}.done")
-    if done.exists():
-        return None, None  # finished before an interruption in a later stage
-    initial_epoch = _completed_epochs(backup)
+    loop = None
+    if _custom_loop(strategy):
+        loop = distributed.EpochLoop(model, strategy, backup, pipes.val.element_spec)
+        with distributed.peers_required(strategy):
+            initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch
+    elif done.exists():
+        return None  # finished before an interruption in a later stage
+    else:
+        initial_epoch = _completed_epochs(backup)
+    if initial_epoch >= epochs:
+        return None
     if initial_epoch:
         print(f"resuming {stage} of {run_dir.name} after epoch {initial_epoch}/{epochs}", flush=True)
-    callbacks, timer = _make_callbacks(config, run_dir, stage, initial_epoch, best_so_far)
+    callbacks, timer = _make_callbacks(config, run_dir, stage, initial_epoch, best_so_far, backup=loop is None)
     callbacks += list(extra_callbacks)
     train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
-    history = model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps,
-                        shuffle=False, callbacks=callbacks, verbose=config.verbose)
+    if loop is None:
+        model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps,
+                  shuffle=False, callbacks=callbacks, verbose=config.verbose)
+    else:
+        callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_progbar=config.verbose > 0,
+                                                     epochs=epochs, steps=steps, verbose=config.verbose)
+        with distributed.peers_required(strategy):
+            loop.fit(train, pipes.val, epochs=epochs, initial_epoch=initial_epoch, steps=steps,
+                     callbacks=callback_list)
     guard = next(c for c in callbacks if isinstance(c, NanGuard))
     if guard.failed_at is not None:
-        epoch = len(history.epoch) + initial_epoch
         best = run_dir / "best.weights.h5"
         kept = f"the best checkpoint of the earlier epochs is kept in {best}" if best.exists() else "no epoch had finished"
-        raise TfcnnError(f"loss became NaN/inf in epoch {epoch}, batch {guard.failed_at}; stopped ({kept}). "
+        raise TfcnnError(f"loss became NaN/inf in epoch {guard.epoch + 1}, batch {guard.failed_at}; stopped ({kept}). "
                          "Lower --lr or add --warmup-epochs.")
     done.write_text("ok\n")
-    return history, timer
+    return timer
+
+
+def _custom_loop(strategy):
+    """Strategies whose training runs distributed.EpochLoop rather than model.fit."""
+    from tfcnn import distributed
+
+    return distributed.is_multi_worker(strategy)
 
 
 def _compile(model, config, optimizer, num_classes):
@@ -268,20 +294,22 @@ def _build_model(config, pipes, num_classes):
 def train_and_evaluate(config, callbacks=()):
     """Train per `config`, evaluate the best (validation) checkpoint on test, write every artefact.
 
-    `callbacks` are extra Keras callbacks, run after tfcnn's own. Returns the metrics dict that is also written to runs/<name>/metrics.json.
+    `callbacks` are extra Keras callbacks, run after tfcnn's own. Returns the metrics dict that is also written to
+    runs/<name>/metrics.json (None on a multi-worker run's other workers, which write no run).
     """
     strategy, precision = configure_runtime(config)
-    from tfcnn import data, evaluate, export, transfer
+    from tfcnn import data, distributed, evaluate, export, transfer
     from tfcnn.optim import make_optimizer, with_sam
 
     if not config.name:
         config.name = f"{config.arch}-{config.dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    chief = _is_chief(strategy)
+    chief = distributed.is_chief(strategy)
     if not chief:
         # Multi-worker: every worker runs the same steps (collectives need all of them), but only the
-        # chief's files are kept; the others write to a scratch folder that is removed at the end.
+        # chief's files are kept; the others write to a scratch folder that is removed at exit.
         scratch = tempfile.mkdtemp(prefix="tfcnn-worker-")
-        config = dataclasses.replace(config, runs_dir=scratch, saved_models_dir=scratch, tensorboard=False)
+        atexit.register(shutil.rmtree, scratch, True)
+        config = dataclasses.replace(config, runs_dir=scratch, saved_models_dir=scratch, tensorboard=False, verbose=0)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     ds = data.load(config.dataset, config.data_dir, classes=config.classes)
@@ -292,6 +320,9 @@ def train_and_evaluate(config, callbacks=()):
         raise TfcnnError("the validation split is empty; the best checkpoint is chosen on it, so use --val-fraction > 0")
     run_dir = _prepare_run_dir(config)
     steps = math.ceil(pipes.train_size / global_batch)
+    if not chief:
+        print(f"{distributed.task_name(strategy)}: training {config.name} with the chief; its files go to scratch "
+              f"{scratch}", flush=True)
     print(f"run {config.name}: {config.arch} on {config.dataset} ({pipes.train_size} train / {pipes.val_size} val / "
           f"{pipes.test_size} test), {replicas} replica(s), global batch {global_batch}, {precision}, "
           f"{config.epochs} epochs -> {run_dir}  (resume: same command with --name {config.name})", flush=True)
@@ -305,29 +336,41 @@ def train_and_evaluate(config, callbacks=()):
 
     start = time.perf_counter()
     best = _best_val_from_history(run_dir)
-    _, timer = _fit_stage(model, config, pipes, run_dir, "train", config.epochs, steps, best, callbacks)
+    timer = _fit_stage(model, config, pipes, run_dir, "train", config.epochs, steps, best, strategy, chief, callbacks)
     train_time = timer.total if timer else 0.0
     epochs_run = timer.epochs if timer else 0
     if config.fine_tune_epochs:
-        # Second stage: everything but BatchNorm trains, at a lower rate, from the stage-1 best weights.
-        plain.load_weights(run_dir / "best.weights.h5")
+        # Second stage: everything but BatchNorm trains, at a lower rate, from the stage-1 best weights
+        # (the chief's: other workers get them from it when the stage starts).
+        if chief:
+            plain.load_weights(run_dir / "best.weights.h5")
         with strategy.scope():
             transfer.unfreeze_for_fine_tuning(plain)
             model = with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
             lr = config.fine_tune_lr or config.lr / 10
             _compile(model, config, make_optimizer(config, steps, lr=lr, epochs=config.fine_tune_epochs,
                                                    decoupled_weight_decay=decoupled), ds.num_classes)
-        _, timer2 = _fit_stage(model, config, pipes, run_dir, "fine_tune", config.fine_tune_epochs, steps,
-                               _best_val_from_history(run_dir), callbacks)
+        timer2 = _fit_stage(model, config, pipes, run_dir, "fine_tune", config.fine_tune_epochs, steps,
+                            _best_val_from_history(run_dir), strategy, chief, callbacks)
         if timer2:
             train_time += timer2.total
             epochs_run += timer2.epochs
     wall = time.perf_counter() - start
+    if distributed.is_multi_worker(strategy):
+        # Workers apply the same all-reduced gradients to the same weights: their copies must be bit-identical.
+        print(f"{distributed.task_name(strategy)}: final weights sha256 {distributed.weights_fingerprint(plain)}",
+              flush=True)
+    if not chief:
+        with distributed.peers_required(strategy):
+            distributed.barrier(strategy)  # stay in the cluster until the chief has written the run
+        return None
 
     # Test metrics come from the float32 model that is saved and exported (and that
     # `python -m tfcnn.evaluate` reproduces), not from its bfloat16 rewrite.
     _set_onednn_bfloat16(False)
     plain.load_weights(run_dir / "best.weights.h5")
+    if _custom_loop(strategy):
+        plain = distributed.outside_strategy(plain)  # evaluated, saved and exported by the chief alone
     hist = _history_rows(run_dir)
     best_epoch = max(hist, key=lambda r: r.get("val_accuracy", -1)) if hist else {}
     extra = {
@@ -354,9 +397,8 @@ def train_and_evaluate(config, callbacks=()):
             "mean": pipes.mean.tolist(), "std": pipes.std.tolist(),
             "test_accuracy": metrics["test"]["accuracy"]}
     target = export.export_saved_model(plain, Path(config.saved_models_dir) / config.name, meta)
-    if not chief:
-        shutil.rmtree(scratch, ignore_errors=True)
-        return metrics
+    with distributed.peers_required(strategy):
+        distributed.barrier(strategy)
     t = metrics["test"]
     print(f"done: {config.name} test accuracy {t['accuracy']:.4f} (macro F1 {t['f1_macro']:.4f}), "
           f"best val {extra['best_val_accuracy']:.4f} at epoch {extra['best_epoch']}, "

@@ -1,0 +1,232 @@
+"""tf.distribute for tfcnn: the cluster from TF_CONFIG, MultiWorkerMirroredStrategy with deadlines, and the
+epoch loop `tfcnn.train` runs under a distribution strategy instead of model.fit.
+
+Keras 3.15's model.fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585: its symbolic
+build and metric reduction call strategy.reduce on per-replica values in ways MWMS rejects). `EpochLoop`
+runs the model's own train_step/test_step under strategy.run, so losses, metrics, SAM, label smoothing and
+frozen layers behave as under fit; callbacks, artefacts and the test report stay in tfcnn.train.
+"""
+import contextlib
+import hashlib
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcnn.errors import TfcnnError
+
+TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
+
+
+def cluster_from_env():
+    """(cluster, task type, task index) from the TF_CONFIG environment variable."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise TfcnnError("--strategy multiworker needs TF_CONFIG (the cluster and this worker's place in it), e.g. "
+                         f"TF_CONFIG='{TF_CONFIG_EXAMPLE}'; on one machine `python -m tfcnn.launch --workers N -- ...` "
+                         "sets it")
+    try:
+        spec = json.loads(raw)
+        cluster, task_type, index = spec["cluster"], spec["task"]["type"], int(spec["task"]["index"])
+        cluster[task_type][index]
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise TfcnnError(f"TF_CONFIG {raw!r} does not name this worker in its cluster; expected e.g. "
+                         f"'{TF_CONFIG_EXAMPLE}'") from None
+    return cluster, task_type, index
+
+
+def multi_worker_strategy(peer_timeout):
+    """MultiWorkerMirroredStrategy over TF_CONFIG's cluster that gives up on unreachable peers.
+
+    By default it waits for every peer forever, and notices a peer that died only after 30 s + 3 x 10 s of
+    health checks. Waiting for the cluster ends after `peer_timeout` seconds; during training a lost peer
+    aborts the collectives within about `peer_timeout` seconds.
+    """
+    from tensorflow.python.distribute import collective_all_reduce_strategy
+
+    cluster, task_type, index = cluster_from_env()
+    me = cluster[task_type][index]
+    peers = [address for tasks in cluster.values() for address in tasks if address != me]
+    # The strategy's own health-check knobs: TF 2.21 has no public option for them (its tests set them so too).
+    extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
+    extended._check_health_initial_timeout = max(1, int(peer_timeout))
+    extended._check_health_interval = max(1.0, peer_timeout / 2)
+    extended._check_health_timeout = max(1, int(peer_timeout / 6))
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as exc:
+        if "Timeout waiting for the cluster" not in str(exc):
+            raise
+        raise TfcnnError(f"{task_type} {index} ({me}) could not reach its peers ({', '.join(peers)}) within "
+                         f"{peer_timeout:g} s; start every worker of TF_CONFIG's cluster with the same command, check "
+                         "their addresses, or raise --peer-timeout") from None
+    except tf.errors.OpError as exc:
+        raise TfcnnError(f"{task_type} {index} could not start its server at {me}: "
+                         f"{exc.message.splitlines()[0]}; is the port free?") from None
+
+
+def is_multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def task_name(strategy):
+    """'worker 1' (TF_CONFIG's task type and index), 'process' outside a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return "process"
+    return f"{resolver.task_type} {resolver.task_id}"
+
+
+def is_chief(strategy):
+    """The worker that writes the run: TF_CONFIG's chief, else worker 0; every single-process run."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+@contextlib.contextmanager
+def peers_required(strategy):
+    """Turn a collective aborted by a lost peer into one line that says how to recover."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+            tf.errors.AbortedError) as exc:
+        if not is_multi_worker(strategy):
+            raise
+        reason = exc.message.strip().splitlines()[0] if exc.message.strip() else type(exc).__name__
+        raise TfcnnError(f"lost a peer worker ({reason[:160]}); restart every worker with the same command: "
+                         "the run resumes from its last finished epoch") from None
+
+
+def barrier(strategy):
+    """Return when every worker got here (a no-op in one process)."""
+    if not is_multi_worker(strategy):
+        return
+
+    @tf.function
+    def arrive():
+        return strategy.reduce("SUM", strategy.run(tf.ones, args=([],)), axis=None)
+
+    arrive()
+
+
+def sync_from_chief(strategy, variables):
+    """Give every worker worker 0's values of `variables` (after the chief alone restored them).
+
+    Each worker contributes its values (worker 0) or zeros (the others) to one all-reduce sum: x + 0 == x,
+    so the copies end bit-identical.
+    """
+    if not is_multi_worker(strategy):
+        return
+
+    def contribute():
+        ctx = tf.distribute.get_replica_context()
+        first = tf.equal(ctx.replica_id_in_sync_group, 0)
+        # One packed all-reduce needs one dtype: float64 holds every float32 weight and integer counter exactly.
+        values = [tf.cast(tf.convert_to_tensor(v), tf.float64) for v in variables]
+        return ctx.all_reduce("sum", [tf.where(first, v, tf.zeros_like(v)) for v in values])
+
+    @tf.function
+    def exchange():
+        return strategy.run(contribute)
+
+    synced = exchange()
+    for var, value in zip(variables, synced):
+        var.assign(tf.cast(strategy.experimental_local_results(value)[0], var.dtype))
+
+
+def weights_fingerprint(model):
+    """sha256 of every weight's bytes (16 hex digits): equal on two workers iff their weights are bit-identical."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def outside_strategy(model):
+    """A copy of `model` with the same weights whose variables belong to no strategy: the chief predicts,
+    saves and exports it alone, without collectives."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _sharded_by_data(dataset):
+    # Every worker builds the same global batches and keeps its replica's slice of each: the steps are
+    # exactly those of one process with the global batch (files-based sharding would change the order).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+class EpochLoop:
+    """model.fit's epoch loop for a distribution strategy: train_step under strategy.run, validation, callbacks,
+    and a tf.train checkpoint at the end of every epoch (on every worker; `checkpoint_dir` is the chief's run
+    folder on the chief, scratch on the others)."""
+
+    def __init__(self, model, strategy, checkpoint_dir, input_spec):
+        self.model, self.strategy = model, strategy
+        with strategy.scope():
+            # fit builds metric, loss and optimizer state in Trainer._symbolic_build, on a path that fails under
+            # MWMS (keras#20585); build it here from the input spec. The optimizer must exist in scope before the
+            # first distributed step (keras-team/keras#23085, fixed after Keras 3.15.1).
+            model._symbolic_build(data_batch=input_spec)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), max_to_keep=2)
+
+    def restore(self, chief):
+        """Epochs finished before an interruption: the chief reads its checkpoint, the others get its values."""
+        if chief and self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        sync_from_chief(self.strategy, [*self.model.variables, *self.model.optimizer.variables, self.epoch])
+        return int(self.epoch.numpy())
+
+    def fit(self, train, val, *, epochs, initial_epoch, steps, callbacks):
+        """Epochs initial_epoch..epochs-1 of `steps` global batches from `train`, each validated on `val`."""
+        model, strategy = self.model, self.strategy
+        batches = iter(strategy.experimental_distribute_dataset(_sharded_by_data(train)))
+        val_steps = int(val.cardinality())
+        val = strategy.experimental_distribute_dataset(_sharded_by_data(val))
+        loss = next(m for m in model.metrics if m.name == "loss")
+
+        @tf.function
+        def train_step(iterator):
+            strategy.run(model.train_step, args=(next(iterator),))
+            # The epoch's running loss over all workers: each sees the same value and stops at the same batch.
+            return loss.result()
+
+        @tf.function
+        def evaluate(iterator):
+            for _ in tf.range(val_steps):
+                strategy.run(model.test_step, args=(next(iterator),))
+            return model.get_metrics_result()
+
+        results = tf.function(model.get_metrics_result)
+        model.stop_training = False
+        callbacks.on_train_begin()
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            model.reset_metrics()
+            callbacks.on_epoch_begin(epoch)
+            for step in range(steps):
+                callbacks.on_train_batch_begin(step)
+                callbacks.on_train_batch_end(step, {"loss": float(train_step(batches))})
+                if model.stop_training:
+                    break
+            if model.stop_training:
+                break
+            logs = {name: float(value) for name, value in results().items()}
+            model.reset_metrics()
+            callbacks.on_test_begin()
+            val_logs = {name: float(value) for name, value in evaluate(iter(val)).items()}
+            callbacks.on_test_end(val_logs)
+            logs.update({f"val_{name}": value for name, value in val_logs.items()})
+            callbacks.on_epoch_end(epoch, logs)
+            # After the epoch's files: a kill in between repeats the epoch, which gives the same batches.
+            self.epoch.assign(epoch + 1)
+            self.manager.save()
+        callbacks.on_train_end(logs)
