@@ -3,7 +3,7 @@
     .venv-torch/bin/python benchmarks/torch_peers.py --arch resnet --stack-n 5 --channels-last
     .venv-torch/bin/python benchmarks/torch_peers.py --arch lenet5 --dataset mnist --steps 100
 
-resnet is the shared reference network (/work/shared/bench/torch_resnet_cifar.py, imported, not
+resnet is the shared reference network (../shared/bench/torch_resnet_cifar.py beside the repo, imported, not
 copied; SGD Nesterov 0.1, weight decay 1e-4). lenet5 and two_conv mirror tfcnn.models with
 PyTorch's default layers, trained with Adam as the MNIST/notMNIST labs do. Runs in the
 separate PyTorch venv (pip install torch==2.13.0 numpy); needs no tfcnn import.
@@ -12,12 +12,15 @@ import argparse
 import importlib.util
 import json
 import os
+from pathlib import Path
 import time
 
 import torch
 import torch.nn as nn
 
-REFERENCE = os.environ.get("TORCH_RESNET_REFERENCE", "/work/shared/bench/torch_resnet_cifar.py")
+# Relative to the repository, so a fresh clone with ../shared beside it finds it.
+REFERENCE = os.environ.get("TORCH_RESNET_REFERENCE") or str(
+    Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "torch_resnet_cifar.py")
 SHAPES = {"mnist": (1, 28, 28), "notmnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 

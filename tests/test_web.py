@@ -92,3 +92,22 @@ def test_page_reports_a_missing_model(web_ready, server, mnist_pngs):  # noqa: F
                           cwd=WEB, env=env, capture_output=True, text=True, timeout=180)
     out = json.loads(done.stdout)
     assert out["state"] == "error" and "Could not load models/none.onnx" in out["status"]
+
+
+def test_fresh_clone_page_serves_the_shipped_lenet5(web_ready, mnist_pngs):  # noqa: F811
+    """`python web/serve.py` with no arguments: the page opens the shipped LeNet-5, no training needed."""
+    spec = importlib.util.spec_from_file_location("tfcnn_web_serve", WEB / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    httpd = serve.make_server(serve.SHIPPED, port=0)  # what main() serves by default
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        paths, labels = mnist_pngs
+        page = _browser(f"http://127.0.0.1:{httpd.server_port}/", paths[:5])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    expected = predict.predict_files(predict.open_model("pretrained:lenet5-mnist", kind="keras"), paths[:5])
+    assert [r["top1"] for r in page] == [e["top_k"][0]["class"] for e in expected]
+    assert [int(r["top1"]) for r in page] == list(labels[:5])  # the shipped model reads these digits right
