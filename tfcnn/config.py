@@ -121,6 +121,13 @@ class Config:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    def changed_from(self, saved, free=()):
+        """Fields (not in `free`) where this config differs from a saved config.json dict. A field the
+        saved file lacks (written before the field existed) counts as its default, so adding a field
+        does not orphan earlier runs."""
+        default = Config().to_dict()
+        return sorted(k for k, v in self.to_dict().items() if k not in free and saved.get(k, default[k]) != v)
+
     def to_json(self, path):
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -220,7 +220,7 @@ def finished(config):
         return None
     metrics_file = run_dir / "metrics.json"
     old = json.loads(saved.read_text())
-    changed = sorted(k for k, v in config.to_dict().items() if k not in _FREE and old.get(k) != v)
+    changed = config.changed_from(old, _FREE)
     if changed:
         state = "finished" if metrics_file.exists() else "unfinished"
         raise TfcnnError(f"{run_dir} holds a {state} run with other settings ({', '.join(changed)}); use another "

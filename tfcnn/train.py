@@ -121,7 +121,7 @@ def _prepare_run_dir(config):
         raise TfcnnError(f"run {run_dir} already finished; choose another --name or pass --overwrite to replace it")
     if saved.exists() and not config.overwrite:
         old = json.loads(saved.read_text())
-        changed = sorted(k for k, v in config.to_dict().items() if k not in _RESUME_FREE and old.get(k) != v)
+        changed = config.changed_from(old, _RESUME_FREE)
         if changed:
             raise TfcnnError(f"{run_dir} holds an unfinished run with different settings ({', '.join(changed)}); "
                              "resume it with the same settings or choose another --name")
