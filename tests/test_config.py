@@ -66,3 +66,12 @@ def test_config_round_trips_through_json(tmp_path):
     config.to_json(tmp_path / "c.json")
     again = Config(**json.loads((tmp_path / "c.json").read_text()))
     assert again == config
+
+
+def test_a_field_an_older_config_json_lacks_counts_as_its_default():
+    config = make_config({"arch": "lenet5", "epochs": 3})
+    saved = config.to_dict()
+    del saved["cutout"]  # written before --cutout existed
+    assert config.changed_from(saved) == []
+    assert make_config({"arch": "lenet5", "epochs": 3, "cutout": 8}).changed_from(saved) == ["cutout"]
+    assert make_config({"arch": "lenet5", "epochs": 4}).changed_from(saved, free={"epochs"}) == []
