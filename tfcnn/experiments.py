@@ -94,13 +94,13 @@ GRIDS = {
                        label_smoothing=0.1, cutout=8, label="aug-cutout8-wd0.05-lr5e-3-cosine-200")],
     ),
     "reptiles-transfer": dict(
-        description="The ResNet lab's transfer: the ResNet-32 trained on CIFAR-10 (configs/resnet32_cifar10_fast.yaml, "
-                    "run `resnet32-cifar10-fast`) moved to the 15-class CIFAR-10 + reptiles set with a new 15-way head, "
+        description="The ResNet lab's transfer: the ResNet-32 trained on CIFAR-10 (configs/resnet32_cifar10_fast.yaml, shipped as "
+                    "`pretrained:resnet32-cifar10`) moved to the 15-class CIFAR-10 + reptiles set with a new 15-way head, "
                     "against the same budget from scratch. head: only the head trains (the lab's set-up). last-stage: "
                     "stage 3, the final BatchNorm and the head train. full-bn-frozen: everything but BatchNorm trains at a "
                     "low rate. head-then-full: 5 epochs head only, then 5 with everything but BatchNorm (linear probing, "
                     "then fine-tuning; Kumar et al. 2022). scratch: a fresh ResNet-32 with the CIFAR-10 recipe.",
-        base=dict(arch="resnet", stack_n=5, dataset="cifar10_reptiles", init_from="saved_models/resnet32-cifar10-fast",
+        base=dict(arch="resnet", stack_n=5, dataset="cifar10_reptiles", init_from="pretrained:resnet32-cifar10",
                   optimizer="sgd", momentum=0.9, nesterov=True, batch_size=128, epochs=10, schedule="cosine",
                   label_smoothing=0.1, weight_decay=5e-4),
         variants=[dict(freeze="all", lr=0.1, label="head"),
