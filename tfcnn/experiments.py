@@ -91,7 +91,11 @@ GRIDS = {
                   dict(augment=True, epochs=200, lr=2e-3, schedule="cosine", warmup_epochs=2, weight_decay=0.05,
                        label_smoothing=0.1, cutout=8, label="aug-cutout8-wd0.05-cosine-200"),
                   dict(augment=True, epochs=200, lr=5e-3, schedule="cosine", warmup_epochs=2, weight_decay=0.05,
-                       label_smoothing=0.1, cutout=8, label="aug-cutout8-wd0.05-lr5e-3-cosine-200")],
+                       label_smoothing=0.1, cutout=8, label="aug-cutout8-wd0.05-lr5e-3-cosine-200"),
+                  dict(augment=True, epochs=100, optimizer="sgd", lr=0.05, schedule="cosine", warmup_epochs=2,
+                       weight_decay=5e-4, label_smoothing=0.1, cutout=8, label="sgd-aug-cutout8-cosine-100"),
+                  dict(augment=True, epochs=100, optimizer="sam", lr=0.05, schedule="cosine", warmup_epochs=2,
+                       weight_decay=5e-4, label_smoothing=0.1, cutout=8, label="sam-aug-cutout8-cosine-100")],
     ),
     "reptiles-transfer": dict(
         description="The ResNet lab's transfer: the ResNet-32 trained on CIFAR-10 (configs/resnet32_cifar10_fast.yaml, shipped as "
