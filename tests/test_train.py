@@ -217,3 +217,18 @@ def test_auto_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch, na
     finally:
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": False})
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_output_to_a_file_is_one_line_per_epoch(tmp_path, shared_data):
+    """`make demo > log`: no progress bar redrawn with carriage returns or colour codes in the file."""
+    log = tmp_path / "log"
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, "-m", "tfcnn.train", "--arch", "lenet5", "--data-dir", str(shared_data),
+                               "--epochs", "2", "--limit-train", "1024", "--limit-test", "200", "--name", "quiet",
+                               "--runs-dir", str(tmp_path / "runs"), "--saved-models-dir", str(tmp_path / "saved")],
+                              stdout=out, stderr=subprocess.STDOUT, cwd=REPO, timeout=300,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    text = log.read_text()
+    assert done.returncode == 0, text[-2000:]
+    assert "\r" not in text and "\x1b[" not in text
+    assert len([line for line in text.splitlines() if "val_accuracy" in line]) == 2

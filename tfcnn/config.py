@@ -73,7 +73,7 @@ class Config:
     fine_tune_lr: typing.Optional[float] = None  # default lr / 10
     # output
     tensorboard: bool = True
-    verbose: int = 1
+    verbose: typing.Optional[int] = None  # Keras output: 1 progress bars, 2 a line per epoch, 0 none; default 1 on a terminal, else 2
 
     def model_options(self):
         opts = {k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None}

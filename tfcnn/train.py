@@ -297,6 +297,8 @@ def train_and_evaluate(config, callbacks=()):
     `callbacks` are extra Keras callbacks, run after tfcnn's own. Returns the metrics dict that is also written to
     runs/<name>/metrics.json (None on a multi-worker run's other workers, which write no run).
     """
+    if config.verbose is None:  # progress bars for a terminal, one line per epoch for a log file or pipe
+        config = dataclasses.replace(config, verbose=1 if sys.stdout.isatty() else 2)
     strategy, precision = configure_runtime(config)
     from tfcnn import data, distributed, evaluate, export, transfer
     from tfcnn.optim import make_optimizer, with_sam
