@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import sys
 
 import keras
 import numpy as np
@@ -38,33 +40,50 @@ def cluster_from_env():
 
 
 def multi_worker_strategy(peer_timeout):
-    """MultiWorkerMirroredStrategy over TF_CONFIG's cluster that gives up on unreachable peers.
+    """MultiWorkerMirroredStrategy over TF_CONFIG's cluster, with deadlines for unreachable peers.
 
-    By default it waits for every peer forever, and notices a peer that died only after 30 s + 3 x 10 s of
-    health checks. Waiting for the cluster ends after `peer_timeout` seconds; during training a lost peer
-    aborts the collectives within about `peer_timeout` seconds.
+    MWMS starts TF's coordination service itself with no deadline: a worker whose peer never starts (or
+    has a wrong address) waits forever. Configured here first, with the same jobs and leader, waiting for
+    the cluster ends after `peer_timeout` seconds, and a peer that dies during training (no heartbeat for
+    `peer_timeout` seconds) aborts the collectives of the others. TF 2.21 has no public option for this.
     """
-    from tensorflow.python.distribute import collective_all_reduce_strategy
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
 
     cluster, task_type, index = cluster_from_env()
     me = cluster[task_type][index]
     peers = [address for tasks in cluster.values() for address in tasks if address != me]
-    # The strategy's own health-check knobs: TF 2.21 has no public option for them (its tests set them so too).
-    extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
-    extended._check_health_initial_timeout = max(1, int(peer_timeout))
-    extended._check_health_interval = max(1.0, peer_timeout / 2)
-    extended._check_health_timeout = max(1, int(peer_timeout / 6))
+    timeout_ms = int(peer_timeout * 1000)
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(cluster),
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
+                          for job in ("chief", "worker") if job in cluster],
+        cluster_register_timeout_in_ms=timeout_ms, heartbeat_timeout_in_ms=timeout_ms)
+    # Without the barrier only the other workers' registration has a deadline, not the leader's wait for them.
+    context.context().coordination_service.cluster_register_with_barrier = True
+    # A lost peer makes every layer of TF report it in many lines, so a worker's error would not be one line.
+    _native_logs_off()
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
-    except RuntimeError as exc:
-        if "Timeout waiting for the cluster" not in str(exc):
-            raise
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError):
         raise TfcnnError(f"{task_type} {index} ({me}) could not reach its peers ({', '.join(peers)}) within "
                          f"{peer_timeout:g} s; start every worker of TF_CONFIG's cluster with the same command, check "
                          "their addresses, or raise --peer-timeout") from None
     except tf.errors.OpError as exc:
-        raise TfcnnError(f"{task_type} {index} could not start its server at {me}: "
-                         f"{exc.message.splitlines()[0]}; is the port free?") from None
+        raise TfcnnError(f"{task_type} {index} could not join the cluster at {me}: "
+                         f"{exc.message.strip().splitlines()[0]}") from None
+
+
+def _native_logs_off():
+    """Point fd 2 (TF's C++ logs) at /dev/null and Python's sys.stderr (tfcnn's messages, warnings, tracebacks)
+    at the real stream; TFCNN_TF_LOGS=1 keeps both, as at import (tfcnn/__init__.py)."""
+    if os.environ.get("TFCNN_TF_LOGS"):
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.stderr = os.fdopen(real, "w", buffering=1)
 
 
 def is_multi_worker(strategy):
@@ -89,15 +108,19 @@ def is_chief(strategy):
 
 @contextlib.contextmanager
 def peers_required(strategy):
-    """Turn a collective aborted by a lost peer into one line that says how to recover."""
+    """Turn collectives aborted by a lost or unreachable peer into one line that says how to recover."""
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
             tf.errors.AbortedError) as exc:
         if not is_multi_worker(strategy):
             raise
-        reason = exc.message.strip().splitlines()[0] if exc.message.strip() else type(exc).__name__
-        raise TfcnnError(f"lost a peer worker ({reason[:160]}); restart every worker with the same command: "
+        tasks = {f"{job} {task}" for job, task in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", exc.message)}
+        lost = sorted(tasks - {task_name(strategy)})
+        refused = re.search(r"ipv[46]:(\S+?): Failed to connect", exc.message)
+        why = f"no connection to {refused.group(1)}" if refused else type(exc).__name__
+        raise TfcnnError(f"lost contact with {', '.join(lost) or 'a peer worker'} ({why}); check that every worker "
+                         "runs and that TF_CONFIG's addresses match, then restart every worker with the same command: "
                          "the run resumes from its last finished epoch") from None
 
 

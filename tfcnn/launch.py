@@ -90,11 +90,13 @@ def launch(workers, train_args, *, env=None):
                 thread = threading.Thread(target=_stream, args=(pipe, f"[worker {i}] ", out, lock), daemon=True)
                 thread.start()
                 threads.append(thread)
-        failed = None
-        while failed is None and any(proc.poll() is None for proc in procs):
+        while True:
+            codes = [proc.poll() for proc in procs]
+            failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
+            if failed is not None or all(code == 0 for code in codes):
+                break
             time.sleep(POLL_S)
-            failed = next((i for i, proc in enumerate(procs) if proc.returncode not in (None, 0)), None)
-        status = 0 if failed is None else procs[failed].returncode
+        status = 0 if failed is None else codes[failed]
         if failed is not None:
             with lock:
                 sys.stderr.write(f"launch: worker {failed} exited with status {status}; stopping the others\n")
