@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tfcnn import launch
@@ -133,6 +134,39 @@ def test_killed_worker_restarted_with_the_same_command_resumes_to_the_same_resul
     # Bit-identical weights on both restarted workers, and equal to the uninterrupted run's.
     resumed = _fingerprints(outs[0][0] + outs[1][0])
     assert resumed["worker 0"] == resumed["worker 1"] == _fingerprints(two.stdout)["worker 0"]
+
+
+def test_two_replicas_train_sam_label_smoothing_and_a_frozen_body_as_one_process(runs, shared_data):
+    """The same epoch loop under MirroredStrategy on 2 logical CPUs: SAM's climb uses the whole batch's
+    gradient, label smoothing and a frozen transferred body behave as in model.fit."""
+    import keras
+
+    tmp = runs[0]
+    base = tmp / "saved_models" / "one"
+    args = [*_dirs(tmp, shared_data), "--arch", "lenet5", "--epochs", "1", "--limit-train", "1024",
+            "--limit-test", "500", "--mixed-precision", "float32", "--optimizer", "sam", "--lr", "0.05",
+            "--label-smoothing", "0.1", "--init-from", str(base), "--freeze", "all", "--verbose", "0",
+            "--no-tensorboard"]
+    two = subprocess.run([sys.executable, "-m", "tfcnn.train", *args, "--strategy", "mirrored", "--cpu-devices", "2",
+                          "--batch-size", "32", "--name", "sam-two"], cwd=REPO, env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    one = subprocess.run([sys.executable, "-m", "tfcnn.train", *args, "--batch-size", "64", "--name", "sam-one"],
+                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = json.loads((tmp / "runs" / "sam-two" / "metrics.json").read_text())
+    b = json.loads((tmp / "runs" / "sam-one" / "metrics.json").read_text())
+    assert (a["replicas"], b["replicas"]) == (2, 1) and a["frozen_layers"] == b["frozen_layers"] != []
+    assert a["test"]["accuracy"] == pytest.approx(b["test"]["accuracy"], abs=ACCURACY_TOLERANCE)
+    assert a["test"]["loss"] == pytest.approx(b["test"]["loss"], rel=LOSS_TOLERANCE)
+    assert a["final_val_accuracy"] == pytest.approx(b["final_val_accuracy"], abs=ACCURACY_TOLERANCE)
+    before = keras.saving.load_model(base / "model.keras", compile=False)
+    after = keras.saving.load_model(tmp / "runs" / "sam-two" / "model.keras", compile=False)
+    for name in a["frozen_layers"]:
+        for w0, w1 in zip(before.get_layer(name).get_weights(), after.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(w0, w1)
+    assert not np.array_equal(before.get_layer("predictions").get_weights()[0],
+                              after.get_layer("predictions").get_weights()[0])
 
 
 @pytest.mark.parametrize("index", [0, 1])

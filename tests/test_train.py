@@ -161,40 +161,6 @@ def test_mirrored_strategy_on_two_logical_cpus_with_bfloat16(tmp_path, shared_da
     assert metrics["test"]["num_examples"] == 200 and np.isfinite(metrics["test"]["loss"])
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "Keras 3.15 model.fit under MultiWorkerMirroredStrategy fails in Trainer._maybe_symbolic_build "
-    "(strategy.reduce of a PerReplica batch): keras-team/keras#20585, tensorflow/tensorflow#72388. "
-    "Strict, so this turns red when an upgrade fixes it."))
-def test_multiworker_strategy_from_tf_config(tmp_path, shared_data):
-    """Two worker processes on 127.0.0.1 train one model; only the chief keeps files."""
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    args = _quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "256", "--limit-test", "100",
-                  "--epochs", "1", "--batch-size", "32", "--strategy", "multiworker", "--name", "mw",
-                  "--no-tensorboard")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    procs = [subprocess.Popen([sys.executable, "-m", "tfcnn.train", *args], cwd=REPO, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**env, "TF_CONFIG": json.dumps({"cluster": cluster,
-                                                                    "task": {"type": "worker", "index": i}})})
-             for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    assert "2 replica(s), global batch 64" in outs[0][0]
-    metrics = json.loads((tmp_path / "runs" / "mw" / "metrics.json").read_text())
-    assert metrics["replicas"] == 2 and metrics["test"]["num_examples"] == 100
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["mw"]
-
-
 @pytest.mark.parametrize("native_bf16, expected", [(True, "bfloat16"), (False, "float32")])
 def test_auto_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch, native_bf16, expected):
     """--mixed-precision auto (the default): oneDNN's bfloat16 pass on CPUs with native bfloat16, float32

@@ -84,21 +84,25 @@ class SAMModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_variables
         _, _, grads = self._loss_and_grads(x, y, sample_weight, variables)
-        norm = tf.linalg.global_norm([g for g in grads if g is not None])
-        scale = self.rho / (norm + 1e-12)
-        climbs = []
+        grads = [tf.zeros_like(var) if grad is None else grad for var, grad in zip(variables, grads)]
+        replica = tf.distribute.get_replica_context()
+        replicas = replica.num_replicas_in_sync if replica is not None else 1
+        if replicas > 1:
+            # Each replica holds a slice of the batch (its loss already divided by the replica count): climb
+            # along the whole batch's gradient, as one process would, so every copy of the weights moves alike.
+            grads = replica.all_reduce("sum", grads)
+        scale = self.rho / (tf.linalg.global_norm(grads) + 1e-12)
+        origin = [tf.identity(var) for var in variables]
         for var, grad in zip(variables, grads):
-            climb = tf.zeros_like(var) if grad is None else tf.cast(grad * scale, var.dtype)
-            var.assign_add(climb)
-            climbs.append(climb)
+            var.assign_add(tf.cast(grad * scale, var.dtype))
         y_pred, loss, grads = self._loss_and_grads(x, y, sample_weight, variables)
-        for var, climb in zip(variables, climbs):
-            var.assign_sub(climb)
+        for var, value in zip(variables, origin):
+            var.assign(value)  # w exactly: w + e - e need not be w in floating point, and replicas must agree
         self.optimizer.apply_gradients(zip(grads, variables))
-        # Report the loss at the perturbed point, which is what SAM minimises.
+        # Report the loss at the perturbed point, which is what SAM minimises (per example, as Keras' own step).
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss)
+                metric.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

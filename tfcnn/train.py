@@ -255,10 +255,10 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, best_so_far,
 
 
 def _custom_loop(strategy):
-    """Strategies whose training runs distributed.EpochLoop rather than model.fit."""
-    from tfcnn import distributed
+    """Mirrored strategies (one machine or several) train in distributed.EpochLoop, one device in model.fit."""
+    import tensorflow as tf
 
-    return distributed.is_multi_worker(strategy)
+    return isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
 
 
 def _compile(model, config, optimizer, num_classes):
