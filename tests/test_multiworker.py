@@ -169,6 +169,33 @@ def test_two_replicas_train_sam_label_smoothing_and_a_frozen_body_as_one_process
                               after.get_layer("predictions").get_weights()[0])
 
 
+def test_nan_stops_the_distributed_loop_with_the_best_checkpoint_kept(tmp_path, shared_data):
+    """In-process MirroredStrategy (one device here): the loop stops at the first NaN loss like model.fit."""
+    import keras
+
+    from tfcnn import config, train
+    from tfcnn.errors import TfcnnError
+
+    class Poison(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 2:
+                kernel = self.model.get_layer("predictions").kernel
+                kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    cfg = config.make_config(dict(arch="lenet5", dataset="mnist", data_dir=str(shared_data), limit_train="512",
+                                  limit_test="300", epochs="3", batch_size="64", verbose="0", tensorboard="false",
+                                  strategy="mirrored", mixed_precision="float32", name="nan",
+                                  runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved")))
+    with pytest.raises(TfcnnError, match="NaN/inf in epoch 2, batch 3; stopped .the best checkpoint"):
+        train.train_and_evaluate(cfg, callbacks=[Poison()])
+    run = tmp_path / "runs" / "nan"
+    assert (run / "best.weights.h5").is_file() and not (run / "metrics.json").exists()
+    assert len((run / "history.csv").read_text().splitlines()) == 2  # header + epoch 1
+
+
 @pytest.mark.parametrize("index", [0, 1])
 def test_a_worker_whose_peer_never_starts_stops_with_one_line(tmp_path, shared_data, index):
     addresses = [f"{launch.HOST}:{port}" for port in launch.free_ports(2)]
