@@ -76,7 +76,12 @@ def test_launch_runs_two_workers_and_only_the_chief_writes(runs):
     for name in ("config.json", "history.csv", "best.weights.h5", "classification_report.txt", "confusion_matrix.png",
                  "curves.png", "model.keras"):
         assert (run / name).is_file(), name
-    assert (run / "backup_train" / "checkpoint").is_file()
+    # The epoch checkpoint counts global steps (the learning-rate schedule's clock): 2 epochs x 16 batches of 128.
+    import tensorflow as tf
+
+    checkpoint = tf.train.load_checkpoint(str(run / "backup_train"))
+    assert checkpoint.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert checkpoint.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 2 * 16
     assert (tmp / "saved_models" / "two" / "saved_model.pb").is_file()
 
 
