@@ -8,6 +8,10 @@ A run lives in runs/<name>/: config.json, history.csv, logs/ (TensorBoard), best
 (chosen on the validation split), metrics.json, classification_report.txt, confusion_matrix.png,
 curves.png, model.keras. The final model is exported to saved_models/<name>/. Starting the same
 command again with the same --name continues an interrupted run from its last finished epoch.
+
+Under a mirrored strategy (--strategy mirrored, or multiworker with TF_CONFIG: README, "Training on several
+machines") the epochs run in tfcnn.distributed.EpochLoop instead of model.fit, with the same callbacks and
+files; in a multi-worker run the chief (worker 0) alone writes them.
 """
 import atexit
 import dataclasses
