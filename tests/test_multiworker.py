@@ -174,6 +174,38 @@ def test_two_replicas_train_sam_label_smoothing_and_a_frozen_body_as_one_process
                               after.get_layer("predictions").get_weights()[0])
 
 
+BATCHNORM_REPLICAS = """
+import json, sys
+import keras, numpy as np, tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+from tfcnn import data, distributed, models
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+pipes = data.make_pipelines(data.load("mnist", sys.argv[1]), batch_size=64, limit_train=512, val_fraction=0.01)
+with strategy.scope():
+    model = models.build("resnet", pipes.image_shape, 10, stack_n=1, normalization=(pipes.mean, pipes.std))
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+loop = distributed.EpochLoop(model, strategy, sys.argv[2], pipes.val.element_spec)
+loop.restore(chief=True)
+loop.fit(data.train_epochs(pipes, epochs=1), pipes.val, epochs=1, initial_epoch=0, steps=8,
+         callbacks=keras.callbacks.CallbackList([], model=model))
+bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+copies = [[c.numpy() for c in var.value.values] for layer in bn for var in (layer.moving_mean, layer.moving_variance)]
+print(json.dumps({"layers": len(bn), "identical": all(np.array_equal(a, b) for a, b in copies),
+                  "moved": all(not np.allclose(a, 0) for a, _ in copies[::2])}))
+"""
+
+
+def test_batchnorm_statistics_agree_across_replicas(tmp_path, shared_data):
+    """Keras 3 updates each replica's BatchNorm moving statistics from its own slice; the loop averages them."""
+    result = subprocess.run([sys.executable, "-c", BATCHNORM_REPLICAS, str(shared_data), str(tmp_path / "ckpt")],
+                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"layers": report["layers"], "identical": True, "moved": True} and report["layers"] >= 5
+
+
 def test_nan_stops_the_distributed_loop_with_the_best_checkpoint_kept(tmp_path, shared_data):
     """In-process MirroredStrategy (one device here): the loop stops at the first NaN loss like model.fit."""
     import keras

@@ -142,22 +142,39 @@ def sync_from_chief(strategy, variables):
     Each worker contributes its values (worker 0) or zeros (the others) to one all-reduce sum: x + 0 == x,
     so the copies end bit-identical.
     """
-    if not is_multi_worker(strategy):
-        return
+    if is_multi_worker(strategy):
+        _all_reduce_into(strategy, variables, "sum", lambda ctx, value: tf.where(
+            tf.equal(ctx.replica_id_in_sync_group, 0), value, tf.zeros_like(value)))
+
+
+def average_batch_statistics(strategy, model):
+    """Average BatchNorm's moving mean and variance over the replicas.
+
+    Keras 3 creates them unsynchronised (aggregation 'none'): each replica updates its own copy from its
+    slice of the batch, so the copies drift apart. The moving average is linear, so averaging the copies
+    gives the moving mean one process would have computed from the whole batches (the variance misses
+    only the spread between the slices' means).
+    """
+    stats = [var for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+             for var in (layer.moving_mean, layer.moving_variance)]
+    if stats and strategy.num_replicas_in_sync > 1:
+        _all_reduce_into(strategy, stats, "mean")
+
+
+def _all_reduce_into(strategy, variables, op, contribution=lambda ctx, value: value):
+    """Assign to every copy of `variables` the all-reduce (op 'sum' or 'mean') of each replica's contribution."""
 
     def contribute():
         ctx = tf.distribute.get_replica_context()
-        first = tf.equal(ctx.replica_id_in_sync_group, 0)
         # One packed all-reduce needs one dtype: float64 holds every float32 weight and integer counter exactly.
-        values = [tf.cast(tf.convert_to_tensor(v), tf.float64) for v in variables]
-        return ctx.all_reduce("sum", [tf.where(first, v, tf.zeros_like(v)) for v in values])
+        values = [tf.cast(tf.convert_to_tensor(var), tf.float64) for var in variables]
+        return ctx.all_reduce(op, [contribution(ctx, value) for value in values])
 
     @tf.function
     def exchange():
         return strategy.run(contribute)
 
-    synced = exchange()
-    for var, value in zip(variables, synced):
+    for var, value in zip(variables, exchange()):
         var.assign(tf.cast(strategy.experimental_local_results(value)[0], var.dtype))
 
 
@@ -242,6 +259,7 @@ class EpochLoop:
                     break
             if model.stop_training:
                 break
+            average_batch_statistics(strategy, model)  # before validation and the checkpoint: every copy alike
             logs = {name: float(value) for name, value in results().items()}
             model.reset_metrics()
             callbacks.on_test_begin()
