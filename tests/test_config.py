@@ -75,3 +75,20 @@ def test_a_field_an_older_config_json_lacks_counts_as_its_default():
     assert config.changed_from(saved) == []
     assert make_config({"arch": "lenet5", "epochs": 3, "cutout": 8}).changed_from(saved) == ["cutout"]
     assert make_config({"arch": "lenet5", "epochs": 4}).changed_from(saved, free={"epochs"}) == []
+
+
+def test_every_train_flag_has_a_help_line_with_its_default_grouped_by_concern():
+    import argparse
+
+    from tfcnn import config as config_lib
+
+    parser = config_lib.add_flags(argparse.ArgumentParser())
+    titles = [g.title for g in parser._action_groups]
+    assert [t for t in titles if t in config_lib.GROUPS] == list(config_lib.GROUPS)
+    fields = {a.dest: a for a in parser._actions if a.dest in Config.__dataclass_fields__}
+    assert set(fields) == set(Config.__dataclass_fields__)
+    for name, action in fields.items():
+        assert action.help and "(default: " in action.help, name
+    assert "choices: sgd, adam, sam" in fields["optimizer"].help
+    assert "all-but-last:N" in fields["freeze"].help
+    assert " ".join(parser.format_help().split()).count("(default: ") == len(fields)

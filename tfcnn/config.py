@@ -18,62 +18,93 @@ PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 MODEL_OPTIONS = ("stack_n", "activation", "pool", "width", "alpha", "conv_layers", "dense_units", "dropout")
 
 
+GROUPS = ("data", "model", "optimisation", "schedule", "runtime", "transfer", "output")
+
+
+def _field(default, group, help, choices=None, factory=None):
+    """A Config field with its one-line help: the YAML keys, the CLI flags and the docs share it."""
+    meta = {"group": group, "help": help, "choices": choices}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 @dataclasses.dataclass
 class Config:
-    # run
-    name: typing.Optional[str] = None  # run folder name; default <arch>-<dataset>-<timestamp>
-    runs_dir: str = "runs"
-    saved_models_dir: str = "saved_models"
-    seed: int = 0
-    deterministic: bool = False  # tf op determinism: bit-identical reruns, slower
-    overwrite: bool = False  # allow replacing a finished run of the same name
+    # output: where a run lives
+    name: typing.Optional[str] = _field(None, "output", "run folder name under --runs-dir; the same name resumes an "
+                                                         "interrupted run; none: <arch>-<dataset>-<timestamp>")
+    runs_dir: str = _field("runs", "output", "folder of run folders (config, history, metrics, reports, checkpoints)")
+    saved_models_dir: str = _field("saved_models", "output", "folder the final model is exported to, as <name>/")
+    seed: int = _field(0, "runtime", "seed of the validation split, initialisation, shuffling and augmentation")
+    deterministic: bool = _field(False, "runtime", "TensorFlow op determinism: bit-identical reruns, slower")
+    overwrite: bool = _field(False, "output", "replace a finished run of the same name instead of refusing")
     # data
-    dataset: str = "mnist"
-    data_dir: typing.Optional[str] = None
-    classes: typing.Optional[typing.List[str]] = None  # class subset (names or ids)
-    val_fraction: float = 0.1
-    augment: bool = True
-    cutout: int = 0  # side of a square erased from each train image at a random place, px (0: off)
-    limit_train: typing.Optional[int] = None
-    limit_test: typing.Optional[int] = None
+    dataset: str = _field("mnist", "data", "mnist, notmnist, cifar10, cifar10_jpg, cifar100[:coarse|:SUPERCLASS|"
+                                           ":ids or names], cifar10_reptiles or folder:PATH")
+    data_dir: typing.Optional[str] = _field(None, "data", "folder of the dataset files; none: $TFCNN_DATA_DIR, else "
+                                                          "./data")
+    classes: typing.Optional[typing.List[str]] = _field(None, "data", "class subset, names or ids, comma-separated "
+                                                                      "(e.g. 0,55,58); relabelled 0..K-1")
+    val_fraction: float = _field(0.1, "data", "stratified, seeded share of the training images held out for "
+                                              "validation (picks the best checkpoint)")
+    augment: bool = _field(True, "data", "the dataset's augmentation: crop + flip for colour images, 2-pixel shift "
+                                         "for digits and letters")
+    cutout: int = _field(0, "data", "side in pixels of a square erased from each training image at a random place "
+                                    "(DeVries & Taylor 2017; 0: off)")
+    limit_train: typing.Optional[int] = _field(None, "data", "train on this many images (stratified), for quick runs")
+    limit_test: typing.Optional[int] = _field(None, "data", "evaluate on this many test images (stratified)")
     # model
-    arch: str = "lenet5"
-    stack_n: typing.Optional[int] = None
-    activation: typing.Optional[str] = None
-    pool: typing.Optional[str] = None
-    width: typing.Optional[int] = None
-    alpha: typing.Optional[float] = None
-    conv_layers: typing.Optional[int] = None
-    dense_units: typing.Optional[typing.List[int]] = None
-    dropout: typing.Optional[float] = None
+    arch: str = _field("lenet5", "model", "architecture (python -m tfcnn.models lists them); sets the per-arch "
+                                          "defaults below")
+    stack_n: typing.Optional[int] = _field(None, "model", "resnet: residual blocks per stage, depth 6n+2 (5: ResNet-32)")
+    activation: typing.Optional[str] = _field(None, "model", "lenet5/resnet: activation", ("relu", "elu", "tanh"))
+    pool: typing.Optional[str] = _field(None, "model", "lenet5: pooling", ("avg", "max"))
+    width: typing.Optional[int] = _field(None, "model", "two_conv/pooled: units of the dense layer")
+    alpha: typing.Optional[float] = _field(None, "model", "mobilenet_v2: width multiplier (e.g. 0.5)")
+    conv_layers: typing.Optional[int] = _field(None, "model", "lenet5: convolutional layers (1-3)")
+    dense_units: typing.Optional[typing.List[int]] = _field(None, "model", "lenet5: dense layer sizes, e.g. 120,84")
+    dropout: typing.Optional[float] = _field(None, "model", "dropout rate before the head, where the model has one")
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128  # per replica; the global batch is batch_size x replicas
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = True
-    sam_rho: float = 0.05  # SAM neighbourhood size (Foret et al. 2021)
-    weight_decay: float = 0.0  # L2 in the model for resnet (as the lab), decoupled in the optimizer otherwise
-    schedule: str = "constant"
-    milestones: typing.List[int] = dataclasses.field(default_factory=lambda: [81, 122])
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    # hardware
-    strategy: str = "auto"
-    mixed_precision: str = "auto"
-    cpu_threads: typing.Optional[int] = None  # intra-op threads; default: TF's own pools
-    cpu_devices: int = 1  # logical CPU devices (lets MirroredStrategy run on a CPU-only machine)
-    peer_timeout: float = 60.0  # multiworker: seconds to wait for unreachable peers before giving up
+    epochs: int = _field(10, "optimisation", "training epochs")
+    batch_size: int = _field(128, "optimisation", "images per step and replica; the global batch is batch_size x "
+                                                  "replicas")
+    optimizer: str = _field("adam", "optimisation", "sam = SGD with sharpness-aware minimisation", OPTIMIZERS)
+    lr: float = _field(1e-3, "optimisation", "peak learning rate")
+    momentum: float = _field(0.9, "optimisation", "SGD/SAM momentum")
+    nesterov: bool = _field(True, "optimisation", "SGD/SAM Nesterov momentum")
+    sam_rho: float = _field(0.05, "optimisation", "SAM neighbourhood radius (Foret et al. 2021)")
+    weight_decay: float = _field(0.0, "optimisation", "L2 in the model for resnet (as the lab), decoupled in the "
+                                                      "optimizer otherwise")
+    label_smoothing: float = _field(0.0, "optimisation", "label smoothing of the cross-entropy (0: off)")
+    # schedule
+    schedule: str = _field("constant", "schedule", "learning-rate schedule over the epochs", SCHEDULES)
+    milestones: typing.List[int] = _field(None, "schedule", "step schedule: epochs where lr is multiplied by --gamma, "
+                                                            "e.g. 81,122", factory=lambda: [81, 122])
+    gamma: float = _field(0.1, "schedule", "step schedule: factor at each milestone")
+    warmup_epochs: float = _field(0.0, "schedule", "linear warmup from 0 to --lr over this many epochs")
+    # runtime
+    strategy: str = _field("auto", "runtime", "tf.distribute strategy; multiworker reads TF_CONFIG (see "
+                                              "python -m tfcnn.launch)", STRATEGIES)
+    mixed_precision: str = _field("auto", "runtime", "auto: bfloat16 on CPUs with native bf16, float16 on GPUs, else "
+                                                     "float32", PRECISIONS)
+    cpu_threads: typing.Optional[int] = _field(None, "runtime", "intra-op threads; none: TensorFlow's own pools")
+    cpu_devices: int = _field(1, "runtime", "logical CPU devices (lets the mirrored strategy run on a CPU-only "
+                                            "machine)")
+    peer_timeout: float = _field(60.0, "runtime", "multiworker: seconds to wait for unreachable peers before giving up")
     # transfer learning
-    init_from: typing.Optional[str] = None  # a .keras file or saved_models/<name> folder
-    freeze: str = "none"  # none | all (all but the head) | all-but-last:N | comma list of layer-name globs
-    fine_tune_epochs: int = 0  # second stage: unfreeze everything but BatchNorm
-    fine_tune_lr: typing.Optional[float] = None  # default lr / 10
+    init_from: typing.Optional[str] = _field(None, "transfer", "start from a trained model: a .keras file, a "
+                                                               "saved_models/<name> folder or pretrained:NAME; its "
+                                                               "head is replaced for the new classes")
+    freeze: str = _field("none", "transfer", "what stays fixed: none | all (all but the head) | all-but-last:N (the "
+                                             "last N blocks and the head train) | comma list of layer-name globs "
+                                             "such as 'stem_*,stage1_*'")
+    fine_tune_epochs: int = _field(0, "transfer", "second stage: epochs with everything but BatchNorm unfrozen")
+    fine_tune_lr: typing.Optional[float] = _field(None, "transfer", "second stage learning rate; none: lr / 10")
     # output
-    tensorboard: bool = True
-    verbose: typing.Optional[int] = None  # Keras output: 1 progress bars, 2 a line per epoch, 0 none; default 1 on a terminal, else 2
+    tensorboard: bool = _field(True, "output", "write TensorBoard logs to <run>/logs")
+    verbose: typing.Optional[int] = _field(None, "output", "Keras output: 1 progress bars, 2 one line per epoch, 0 "
+                                                           "silent; none: 1 on a terminal, 2 otherwise", (0, 1, 2))
 
     def model_options(self):
         opts = {k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None}
@@ -211,16 +242,36 @@ def make_config(overrides=None, config_file=None):
     return Config(**{k: _coerce(k, v) for k, v in values.items()}).validate()
 
 
+def _default_text(field):
+    if field.default_factory is not dataclasses.MISSING:
+        return ",".join(map(str, field.default_factory()))
+    return "none" if field.default is None else str(field.default).lower() if isinstance(field.default, bool) \
+        else str(field.default)
+
+
 def add_flags(parser):
-    """Expose every Config field as a --flag whose default is None (= not given)."""
+    """Expose every Config field as a --flag (default None = not given), grouped by concern, each with its help,
+    default and choices from the field's metadata."""
     hints = typing.get_type_hints(Config)
-    for name in _FIELDS:
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for name, field in _FIELDS.items():
         flag = "--" + name.replace("_", "-")
+        meta = field.metadata
+        choices = meta.get("choices")
+        text = f"{meta['help']} (default: {_default_text(field)}" + \
+            (f"; choices: {', '.join(map(str, choices))})" if choices else ")")
+        text = text.replace("%", "%%")
+        group = groups[meta["group"]]
         if hints[name] is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), type=str)
-    parser.add_argument("--config", dest="config_file", default=None, help="JSON or YAML file of config fields")
+            group.add_argument(flag, dest=name, default=None, metavar=name.upper(), type=str, help=text)
+    parser.add_argument("--config", dest="config_file", default=None,
+                        help="JSON or YAML file of these fields (keys as the flags, with _); flags override it")
+    arch_defaults = "; ".join(f"{arch}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+                              for arch, values in ARCH_DEFAULTS.items())
+    parser.epilog = ("Defaults shown are the dataclass defaults; each --arch first applies its lab's settings ("
+                     + arch_defaults + "). Precedence: defaults < per-arch < --config file < flags.").replace("%", "%%")
     return parser
 
 
