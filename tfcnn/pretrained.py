@@ -199,6 +199,7 @@ def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGE
     export.export(model, "onnx", tmp / "model.onnx", images=images, meta={k: v for k, v in meta.items() if k != "check"},
                   images_from=f"{ds.name} test set, {len(images)} of {len(ds.x_test)} images evenly spaced")
     # The accuracy the card claims on a fixed subset, re-measured exactly by tests/test_pretrained.py.
+    subset_images = min(subset_images, len(ds.x_test))
     subset = export.check_indices(len(ds.x_test), subset_images)
     full = predict_proba(model, ds.x_test).argmax(1)
     if abs(float((full == ds.y_test).mean()) - metrics["test"]["accuracy"]) > 1e-9:
