@@ -112,3 +112,15 @@ def test_init_from_pretrained_fine_tunes_a_shipped_model(tmp_path, shared_data):
         for a, b in zip(shipped.get_layer(layer).get_weights(), tuned.get_layer(layer).get_weights()):
             np.testing.assert_array_equal(a, b)
     assert json.loads((tmp_path / "runs" / "ft" / "config.json").read_text())["init_from"] == "pretrained:lenet5-mnist"
+
+
+def test_evaluate_cli_reproduces_the_resnet32_card_in_a_fresh_process(shared_data, tmp_path):
+    """A new process has imported nothing else: the custom FusedBatchNormalization layer must still load."""
+    entry = SHIPPED["resnet32-cifar10"]
+    done = subprocess.run([sys.executable, "-m", "tfcnn.evaluate", "--model", "pretrained:resnet32-cifar10",
+                           "--dataset", "cifar10", "--data-dir", str(shared_data), "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    test = json.loads((tmp_path / "metrics.json").read_text())["test"]
+    assert test["num_examples"] == 10000 and test["accuracy"] == entry["test"]["accuracy"]

@@ -124,6 +124,7 @@ def load_model(path):
     (a shipped model, after its checksums are verified)."""
     import keras
 
+    import tfcnn.models  # noqa: F401  (registers FusedBatchNormalization: ResNet and MobileNetV2 files need it)
     import tfcnn.optim  # noqa: F401  (registers custom objects)
     from tfcnn import pretrained
 

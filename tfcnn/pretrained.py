@@ -190,10 +190,10 @@ def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGE
     target = shipped_dir() / as_name
     tmp = target.with_name(f".{as_name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    # Re-exported from the uncompiled model: the weights without the optimizer's state (half the size).
+    model, meta = load_model(source), export.read_meta(source)
+    export.export_saved_model(model, tmp, meta)
     shutil.copy2(config_file, tmp / "run_config.json")
-    meta = export.read_meta(tmp)
-    model = load_model(tmp)
     ds = data.load(config["dataset"], data_dir, classes=config.get("classes"))
     images = ds.x_test[export.check_indices(len(ds.x_test), export.CHECK_IMAGES)]
     export.export(model, "onnx", tmp / "model.onnx", images=images, meta={k: v for k, v in meta.items() if k != "check"},
