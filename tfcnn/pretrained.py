@@ -123,7 +123,7 @@ def cpu_description():
     return f"{model} ({'native bfloat16' if native else 'no native bfloat16'}, {os.cpu_count()} cores)"
 
 
-def _card(name, entry, config, metrics, report):
+def _card(name, entry, config, metrics):
     t = entry["test"]
     per_class = sorted(metrics["test"]["per_class"].items(), key=lambda kv: kv[1]["f1-score"])
     weakest = ", ".join(f"{c} (F1 {v['f1-score']:.3f})" for c, v in per_class[:3])
@@ -218,7 +218,7 @@ def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGE
                    "indices": f"tfcnn.export.check_indices({len(ds.x_test)}, {subset_images})"},
         "train_time_s": metrics["train_time_s"], "epochs": metrics["epochs"],
     }
-    (tmp / "MODEL_CARD.md").write_text(_card(as_name, entry, config, metrics, None))
+    (tmp / "MODEL_CARD.md").write_text(_card(as_name, entry, config, metrics))
     entry["files"] = _files(tmp)
     if target.exists():
         shutil.rmtree(target)
