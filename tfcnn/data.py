@@ -461,15 +461,19 @@ def _load_cifar100(data_dir, download, classes=None):
 
     def build():
         parts = _read_pickles(path, root, ["train", "test", "meta"])
-        arrays = {}
-        for level in ("fine", "coarse"):
-            key = f"{level}_labels".encode()
-            x_train, arrays[f"y_train_{level}"] = _cifar_split([parts["train"]], key, path)
-            x_test, arrays[f"y_test_{level}"] = _cifar_split([parts["test"]], key, path)
-            with _reading(path):
+        # Images once (with the fine labels); the coarse labels come straight from the same pickles.
+        x_train, y_train = _cifar_split([parts["train"]], b"fine_labels", path)
+        x_test, y_test = _cifar_split([parts["test"]], b"fine_labels", path)
+        arrays = {"x_train": x_train, "x_test": x_test, "y_train_fine": y_train, "y_test_fine": y_test}
+        with _reading(path):
+            arrays["y_train_coarse"] = np.asarray(parts["train"][b"coarse_labels"], np.int64)
+            arrays["y_test_coarse"] = np.asarray(parts["test"][b"coarse_labels"], np.int64)
+            if (len(arrays["y_train_coarse"]), len(arrays["y_test_coarse"])) != (len(y_train), len(y_test)):
+                raise ValueError("coarse_labels and fine_labels differ in length")
+            for level in ("fine", "coarse"):
                 arrays[f"names_{level}"] = np.array([c.decode() for c in parts["meta"][f"{level}_label_names".encode()]],
                                                     dtype=str)
-        return dict(arrays, x_train=x_train, x_test=x_test)
+        return arrays
 
     a = _cached("cifar100", path, build)
     level = "coarse" if classes == "coarse" else "fine"
