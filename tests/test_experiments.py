@@ -122,3 +122,36 @@ def test_bad_grid_file(tmp_path):
     path.write_text("variants: [{lr: 0.1}]\nbase: {}\nrepeats: 3\n")
     with pytest.raises(TfcnnError, match="unknown keys \\['repeats'\\]"):
         experiments.load_grid(path)
+
+
+def test_seeded_grid_reports_mean_and_spread(tiny_grid):
+    path, dirs, out = tiny_grid
+    grid = dict(TINY, variants=[{"activation": "relu", "label": "relu"}], seeds=[1, 2])
+    path.write_text(json.dumps(grid))
+    table = experiments.run_grid(path, out=out, **dirs)
+    assert list(table["variant"]) == ["relu-seed1", "relu-seed2"]
+    assert list(table["setup"]) == ["relu", "relu"] and list(table["seed"]) == [1, 2]
+    assert all((out.parent / "runs" / "tiny" / f"relu-seed{s}" / "metrics.json").exists() for s in (1, 2))
+    summary = pd.read_csv(out / "tiny_summary.csv")
+    acc = table["test_accuracy"].to_numpy()
+    assert summary["n"].tolist() == [2]
+    assert summary["test_accuracy_mean"][0] == pytest.approx(acc.mean(), abs=1e-6)
+    assert summary["test_accuracy_std"][0] == pytest.approx(acc.std(ddof=1), abs=1e-6)
+    md = (out / "tiny.md").read_text()
+    assert f"| relu | 2 | {acc.mean():.4f} ± {acc.std(ddof=1):.4f} |" in md
+
+
+def test_seeds_expand_every_variant(tmp_path):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(dict(TINY, seeds=[3, 7])))
+    _, configs, _, _ = experiments.grid_configs(path, runs_dir=str(tmp_path))
+    assert [(label, c.seed) for label, c in configs] == [
+        ("tanh-seed3", 3), ("tanh-seed7", 7),
+        ("relu-lr0.002-seed3", 3), ("relu-lr0.002-seed7", 7)]
+    _, configs, _, _ = experiments.grid_configs(path, quick=True, runs_dir=str(tmp_path))
+    assert [c.seed for _, c in configs] == [3, 3]  # --quick: one seed per variant
+    with pytest.raises(TfcnnError, match="drop the seed override"):
+        experiments.grid_configs(path, seed=5)
+    path.write_text(json.dumps(dict(TINY, seeds=[1, 1])))
+    with pytest.raises(TfcnnError, match="list of distinct integers"):
+        experiments.load_grid(path)

@@ -154,10 +154,14 @@ def load_grid(name_or_path):
     if not isinstance(grid, dict) or not isinstance(grid.get("variants"), list) or not grid["variants"] \
             or not all(isinstance(v, dict) for v in grid["variants"]):
         raise TfcnnError(f"grid file {path} needs `variants:` a non-empty list of mappings (and optionally `base:`)")
-    unknown = sorted(set(grid) - {"name", "description", "base", "variants", "quick", "class_f1"})
+    unknown = sorted(set(grid) - {"name", "description", "base", "variants", "quick", "class_f1", "seeds"})
     if unknown:
         raise TfcnnError(f"grid file {path} has unknown keys {unknown}; use name, description, base, variants, "
-                         "quick, class_f1")
+                         "quick, class_f1, seeds")
+    seeds = grid.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                              or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise TfcnnError(f"grid file {path}: `seeds:` must be a list of distinct integers, e.g. [1, 2, 3]")
     return str(grid.get("name") or path.stem), grid
 
 
@@ -210,14 +214,24 @@ def grid_configs(name_or_path, *, quick=False, only=None, **overrides):
     group = f"{name}-quick" if quick else name
     extra = {**QUICK, **grid.get("quick", {})} if quick else {}
     defaults = dict(verbose=0, tensorboard=False)
+    seeds = grid.get("seeds")
+    if seeds and ("seed" in overrides or "seed" in varied):
+        raise TfcnnError(f"grid {name} repeats every variant over seeds {seeds}; drop the seed override")
+    if seeds and quick:
+        seeds = seeds[:1]  # a smoke run, not a spread
     configs = []
     for label, variant in zip(labels, variants):
         variant = {k: v for k, v in variant.items() if k != "label"}
-        values = {**defaults, **grid.get("base", {}), **variant, **extra, **overrides, "name": f"{group}/{label}"}
-        try:
-            configs.append((label, make_config(values)))
-        except TfcnnError as exc:
-            raise TfcnnError(f"grid {name}, variant {label}: {exc}") from None
+        # With `seeds`, every variant runs once per seed (which also draws its validation split) as <label>-seed<N>.
+        for seed in seeds or [None]:
+            run_label = label if seed is None else f"{label}-seed{seed}"
+            values = {**defaults, **grid.get("base", {}), **variant, **extra, **overrides, "name": f"{group}/{run_label}"}
+            if seed is not None:
+                values["seed"] = seed
+            try:
+                configs.append((run_label, make_config(values)))
+            except TfcnnError as exc:
+                raise TfcnnError(f"grid {name}, variant {label}: {exc}") from None
     return group, configs, varied, grid
 
 
@@ -331,6 +345,9 @@ def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, **
             rows.append(_row(label, config, varied, None, error=str(exc), class_f1=grid.get("class_f1", ())))
     wall = time.perf_counter() - start
     table = pd.DataFrame(rows)
+    if grid.get("seeds"):
+        table.insert(1, "setup", [label.rsplit("-seed", 1)[0] for label, _ in configs])
+        table.insert(2, "seed", [config.seed for _, config in configs])
     table.attrs.update(group=group, varied=varied, markdown=str(out / f"{group}.md"), csv=str(out / f"{group}.csv"),
                        figure=str(out / f"{group}.png"))
     if command is None:
@@ -381,6 +398,38 @@ def to_markdown(table, varied=()):
     return "\n".join(lines)
 
 
+_SUMMARY = [("test_accuracy", "test acc", "{:.4f}"), ("f1_macro", "macro F1", "{:.4f}"),
+            ("best_val_accuracy", "best val", "{:.4f}"), ("epoch_time_s", "s/epoch", "{:.1f}"),
+            ("train_time_s", "train s", "{:.0f}")]
+
+
+def summarize(table):
+    """A seeded grid's runs per setup: n, and mean and sample std (ddof 1) of each figure, in the grid's order."""
+    import pandas as pd
+
+    rows = []
+    for setup, runs in table.groupby("setup", sort=False):
+        row = {"setup": setup, "n": int(runs["test_accuracy"].notna().sum())}
+        for key, _, _ in _SUMMARY:
+            values = runs[key].astype(float) if key in runs else pd.Series(dtype=float)
+            row[f"{key}_mean"], row[f"{key}_std"] = values.mean(), values.std(ddof=1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_markdown(summary):
+    """Mean ± std per setup as a Markdown table."""
+    lines = ["| setup | seeds | " + " | ".join(title for _, title, _ in _SUMMARY) + " |",
+             "|---|---:|" + "|".join(["---:"] * len(_SUMMARY)) + "|"]
+    for row in summary.to_dict("records"):
+        cells = [row["setup"], str(row["n"])]
+        for key, _, fmt in _SUMMARY:
+            mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+            cells.append(_cell(mean, fmt) + ("" if np.isnan(mean) or np.isnan(std) else f" ± {fmt.format(std)}"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _common_settings(configs, varied):
     """Fields every run shares that differ from the Config defaults: what the table's header states."""
     from tfcnn.config import Config
@@ -401,8 +450,13 @@ def write_results(table, out, group, *, grid, configs, varied, command, wall_tim
     table.to_csv(out / f"{group}.csv", index=False, float_format="%.6g")
     run_walls = table["wall_time_s"].fillna(0).sum() if "wall_time_s" in table else 0
     md = [f"# Grid `{group}`", "", grid.get("description", "").strip(), "",
-          f"Common settings: {_common_settings(configs, varied)}.", "",
-          to_markdown(table, varied), "",
+          f"Common settings: {_common_settings(configs, varied)}.", ""]
+    if "setup" in table:
+        summary = summarize(table)
+        summary.to_csv(out / f"{group}_summary.csv", index=False, float_format="%.6g")
+        md += [f"Each setup over seeds {', '.join(map(str, sorted(set(table['seed']))))}: mean ± sample standard "
+               "deviation (ddof 1).", "", summary_markdown(summary), "", "Every run:", ""]
+    md += [to_markdown(table, varied), "",
           "test acc and macro F1: the best-validation checkpoint on the test set. best val (epoch): highest "
           "validation accuracy and its 1-based epoch; best - final val: how much validation accuracy was lost by "
           "the last epoch; train - val: final training accuracy (on the training batches, during the epoch) minus "
@@ -425,24 +479,40 @@ def plot_grid(table, path, title=None):
     if "matplotlib.pyplot" not in sys.modules:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
     from matplotlib.ticker import MaxNLocator
 
-    labels = list(table["variant"])
-    acc = table["test_accuracy"].astype(float).to_numpy()
+    seeded = "setup" in table
+    summary = summarize(table) if seeded else None
+    labels = list(summary["setup"] if seeded else table["variant"])
+    acc = (summary["test_accuracy_mean"] if seeded else table["test_accuracy"]).astype(float).to_numpy()
+    spread = summary["test_accuracy_std"].astype(float).to_numpy() if seeded else None
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.42 * len(labels) + 1.5)))
     colors = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")(np.arange(len(labels)) % 20)
     y = np.arange(len(labels))
-    bars.barh(y, np.nan_to_num(acc), color=colors)
+    bars.barh(y, np.nan_to_num(acc), color=colors,
+              xerr=None if spread is None else np.nan_to_num(spread), capsize=3)
     for yi, a in zip(y, acc):
-        bars.text(np.nan_to_num(a), yi, f" {a:.4f}" if np.isfinite(a) else " failed", va="center", fontsize=8)
+        text = f" {a:.4f}" if np.isfinite(a) else " failed"
+        bars.text(np.nan_to_num(a), yi, text, va="center", fontsize=8)
     bars.set_yticks(y, labels, fontsize=8)
     bars.invert_yaxis()
     finite = acc[np.isfinite(acc)]
     low = max(0.0, float(finite.min()) - 0.05) if len(finite) else 0.0
     bars.set_xlim(low, 1.0 + (1.0 - low) * 0.12)
-    bars.set_xlabel("test accuracy")
+    bars.set_xlabel("test accuracy" + (" (mean ± std over seeds)" if seeded else ""))
     bars.grid(axis="x", alpha=0.3)
-    for label, run_dir, color in zip(labels, table["run"], colors):
+    if seeded:
+        # Validation curves of a setup's seeds: their mean, and a band of ± one std across seeds.
+        for label, color in zip(labels, colors):
+            frames = [history(run) for run in table.loc[table["setup"] == label, "run"]]
+            frames = [h.set_index("epoch")["val_accuracy"] for h in frames if len(h) and "val_accuracy" in h]
+            if frames:
+                runs = pd.concat(frames, axis=1)
+                mean, std = runs.mean(axis=1), runs.std(axis=1, ddof=1).fillna(0)
+                curves.plot(mean.index, mean, color=color, label=f"{label} (n={runs.shape[1]})")
+                curves.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.2)
+    for label, run_dir, color in ([] if seeded else zip(labels, table["run"], colors)):
         hist = history(run_dir)
         if len(hist) and "val_accuracy" in hist:
             curves.plot(hist["epoch"], hist["val_accuracy"], marker="o", markersize=3, color=color, label=label)
