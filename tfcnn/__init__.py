@@ -1,28 +1,95 @@
-"""tfcnn: the university CNN labs as a Keras 3 / TensorFlow 2 package."""
+"""tfcnn: the university CNN labs as a Keras 3 / TensorFlow 2 package.
+
+`import tfcnn` is light: it imports no TensorFlow, so the `tfcnn` dispatcher, `--help` and predict
+on an ONNX or TFLite file start in a fraction of a second. Submodules load on first use
+(`tfcnn.data` after `import tfcnn` works), and TensorFlow, whenever something first imports it
+(directly or through Keras), starts with its native notices kept off stderr.
+"""
+import importlib
+import importlib.abc
 import os
+import sys
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("bench", "cli", "config", "data", "distributed", "errors", "evaluate", "experiments", "export",
+               "launch", "meta", "models", "optim", "predict", "pretrained", "train", "transfer")
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with its native start-up chatter (oneDNN/CUDA notices written before
-    absl logging is initialised, which TF_CPP_MIN_LOG_LEVEL does not silence) kept off stderr,
-    so a CLI error stays one line. Set TFCNN_TF_LOGS=1 to see them."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("TFCNN_TF_LOGS"):
-        return
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_SUBMODULES})
+
+
+class _Fd2Off:
+    """Point fd 2 at /dev/null inside the block: TensorFlow's oneDNN/CUDA start-up notices are written
+    by C++ before absl logging is initialised, which TF_CPP_MIN_LOG_LEVEL does not silence."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved, self.devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self.devnull, 2)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        os.close(self.devnull)
+
+
+def _probe_devices(tf):
     try:
-        import tensorflow as tf
-
         tf.config.list_physical_devices("GPU")  # the CUDA probe logs here on CPU-only machines
     except Exception:
-        pass  # a broken install is reported by the import that needs it, with stderr back
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        pass  # a broken install is reported by the code that needs it, with stderr back
 
 
-_import_tensorflow_quietly()
+class _QuietLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, run with fd 2 off, followed by the device probe (still off)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        with _Fd2Off():
+            self.loader.exec_module(module)
+            _probe_devices(module)
+        module.__loader__ = module.__spec__.loader = self.loader
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Until TensorFlow is imported, hand its spec out with `_QuietLoader`; then step aside. An import
+    hook rather than an eager import, so that only the code that needs TensorFlow pays for it."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _QuietLoader(spec.loader)
+                return spec
+        return None
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("TFCNN_TF_LOGS"):  # TFCNN_TF_LOGS=1 shows the notices
+        return
+    if "tensorflow" in sys.modules:  # imported before tfcnn: only the probe is left to keep quiet
+        with _Fd2Off():
+            _probe_devices(sys.modules["tensorflow"])
+    elif not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+_quiet_tensorflow()

@@ -3,7 +3,7 @@
     python -m tfcnn.export --model saved_models/NAME --format onnx       # -> saved_models/NAME/model.onnx
     python -m tfcnn.export --model m.keras --format tflite --dataset mnist --data-dir ../shared/data
 
-Every artefact is run (TF serving signature, onnxruntime, tf.lite.Interpreter, reloaded .keras) on
+Every artefact is run (TF serving signature, onnxruntime, the LiteRT interpreter, reloaded .keras) on
 real test images of the model's dataset and must agree with Keras on every top-1 and within
 TOLERANCE on every probability; the figures are printed and stored with it ("check"). A file
 artefact X comes with X.json (class names, input shape, preprocessing, check), which is what
@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+from tfcnn.meta import META_FILE, read_meta  # noqa: F401  (read_meta: part of this module's API)
 
-META_FILE = "tfcnn.json"
 FORMATS = ("savedmodel", "keras", "onnx", "tflite")
 FILE_NAMES = {"keras": "model.keras", "onnx": "model.onnx", "tflite": "model.tflite"}
 # Largest |p_artefact - p_keras| accepted. Float32 graphs that only re-order sums differ by ~1e-7;
@@ -206,20 +206,6 @@ def export_saved_model(model, target, meta):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Path(target)
-
-
-def read_meta(path):
-    """The metadata of a saved model: X.json beside a file X, else the tfcnn.json next to (or in the
-    assets of) a saved model; None if there is none."""
-    path = Path(path)
-    base = path if path.is_dir() else path.parent
-    candidates = [base / META_FILE, base / "assets" / META_FILE]
-    if not path.is_dir():
-        candidates.insert(0, path.with_name(path.name + ".json"))
-    for candidate in candidates:
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    return None
 
 
 def export(model, fmt, target, *, images, meta, tolerance=None, keep=(), images_from=None):

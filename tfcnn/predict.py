@@ -5,7 +5,11 @@
 Images of any size and mode are converted as the training data was (PIL: grayscale "L" or "RGB",
 bilinear resize to the model's input) and fed as raw 0-255 float32 NHWC; the models normalise
 inside. Class names come with the model: assets/tfcnn.json of a SavedModel, X.json beside a
-file X (written by tfcnn.export), or the ONNX metadata.
+file X (written by tfcnn.export), or the ONNX metadata (tfcnn.meta).
+
+ONNX and TFLite files run on onnxruntime and the LiteRT interpreter (ai-edge-litert): neither this
+module nor they import TensorFlow, so one image answers in well under a second. TensorFlow is
+imported only for a SavedModel or a .keras file.
 
 An image that cannot be read is reported as one line on stderr ("error: PATH: why") and the
 others are still classified; the exit status is then 2. With --json the failures also appear
@@ -21,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from tfcnn import meta as meta_lib
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 KINDS = ("savedmodel", "keras", "onnx", "tflite")
@@ -41,8 +46,7 @@ class Model:
                                for i in range(0, len(images), batch_size)])
 
     def class_names(self, num_classes):
-        names = self.meta.get("class_names")
-        return list(names) if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
+        return meta_lib.class_names(self.meta, num_classes)
 
 
 def _kind_of(path):
@@ -61,8 +65,7 @@ def _kind_of(path):
 
 def open_model(path, kind=None):
     """Load the model at `path` (kind inferred from the path unless given) for `Model.probs`."""
-    from tfcnn import pretrained
-    from tfcnn.export import read_meta
+    from tfcnn import pretrained  # no TensorFlow either
 
     path = Path(pretrained.resolve(path))
     if not path.exists():
@@ -72,7 +75,7 @@ def open_model(path, kind=None):
     if kind not in KINDS:
         raise TfcnnError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
     try:
-        return _OPENERS[kind](path, read_meta(path))
+        return _OPENERS[kind](path, meta_lib.read_meta(path))
     except TfcnnError:
         raise
     except Exception as exc:
@@ -113,13 +116,9 @@ def _open_onnx(path, meta):
 
 
 def _open_tflite(path, meta):
-    import warnings
+    from ai_edge_litert.interpreter import Interpreter  # TFLite's runtime without TensorFlow
 
-    import tensorflow as tf
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "use ai_edge_litert": not installed here; this works
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter = Interpreter(model_path=str(path))
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(images):
