@@ -136,6 +136,34 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+# Runs predict's CLI, then reports which heavy frameworks ended up imported (last stderr line).
+_PREDICT_AND_REPORT = """
+import json, sys
+from tfcnn import predict
+from tfcnn.errors import run_cli
+code = run_cli(predict.main, sys.argv[1:])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "tf_keras"})
+sys.stderr.write(json.dumps({"code": code, "heavy": heavy}) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("kind, heavy", [("onnx", []), ("tflite", []), ("savedmodel", ["keras", "tensorflow"])],
+                         ids=["onnx", "tflite", "savedmodel"])
+def test_onnx_and_tflite_predict_without_tensorflow(kind, heavy, mnist_models, mnist_pngs):
+    """ONNX and TFLite answer on onnxruntime / LiteRT alone, with Keras' classes; a SavedModel does need
+    TensorFlow (the control: the check sees it), whose start-up notices stay off stderr."""
+    paths, _ = mnist_pngs
+    env = {k: v for k, v in os.environ.items() if k != "TFCNN_TF_LOGS"} | {"PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", _PREDICT_AND_REPORT, "--model", str(mnist_models[kind]), "--json",
+                           *map(str, paths)], env=env, capture_output=True, text=True, timeout=300)
+
+    *other, report = done.stderr.splitlines()
+    assert json.loads(report) == {"code": 0, "heavy": heavy} and other == []
+    top1 = [r["top_k"][0]["index"] for r in json.loads(done.stdout)["results"]]
+    model, _, _ = trained("lenet5-mnist")
+    np.testing.assert_array_equal(top1, _keras_top1(model, paths, (28, 28, 1)))
+
+
 def test_cli_bad_images_are_one_line_each_and_the_rest_is_kept(mnist_models, mnist_pngs, cifar_jpegs, tmp_path):
     not_image = tmp_path / "notes.png"
     not_image.write_text("this is not a PNG\n")
