@@ -1,14 +1,23 @@
 """PyTorch peers of tfcnn's models: training images/s on random in-memory data, one JSON line.
 
     .venv-torch/bin/python benchmarks/torch_peers.py --arch resnet --stack-n 5 --channels-last
+    .venv-torch/bin/python benchmarks/torch_peers.py --arch resnet --channels-last --precision bfloat16 --compile
     .venv-torch/bin/python benchmarks/torch_peers.py --arch lenet5 --dataset mnist --steps 100
+
+Variants: --channels-last (memory format), --precision bfloat16 (the forward pass under
+torch.autocast("cpu", dtype=torch.bfloat16), as PyTorch's CPU mixed-precision recipe does; weights,
+gradients and the optimizer stay float32) and --compile (torch.compile of the model with the default
+inductor backend, which needs a C compiler; the first warm-up step compiles; its time is reported
+as first_step_s). A variant that cannot run here prints {"error": ...} as its JSON line and exits 0, so the
+caller can report it and go on.
 
 resnet is the shared reference network (../shared/bench/torch_resnet_cifar.py beside the repo, imported, not
 copied; SGD Nesterov 0.1, weight decay 1e-4). lenet5 and two_conv mirror tfcnn.models with
 PyTorch's default layers, trained with Adam as the MNIST/notMNIST labs do. Runs in the
-separate PyTorch venv (pip install torch==2.13.0 numpy); needs no tfcnn import.
+separate PyTorch venv (benchmarks/requirements-torch.txt); needs no tfcnn import.
 """
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -57,6 +66,24 @@ def build(arch, dataset, stack_n, width):
     return model, torch.optim.Adam(model.parameters(), lr=1e-3 if arch == "lenet5" else 1e-4)
 
 
+def _step_fn(model, opt, x, y, bf16):
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _error(args, message):
+    return {"peer": "pytorch", "torch": torch.__version__, "arch": args.arch, "channels_last": args.channels_last,
+            "precision": args.precision, "compile": args.compile, "error": message}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", choices=("resnet", "lenet5", "two_conv"), default="resnet")
@@ -66,21 +93,26 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--channels-last", action="store_true", help="channels_last memory format (default NCHW)")
+    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                    help="bfloat16: autocast the forward pass to bfloat16 (default float32)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (default: eager)")
     a = ap.parse_args()
     model, opt = build(a.arch, a.dataset, a.stack_n, a.width)
     x = torch.rand(a.batch_size, *SHAPES[a.dataset])
     y = torch.randint(0, 10, (a.batch_size,))
     if a.channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-
-    for _ in range(a.warmup):
+    step = _step_fn(torch.compile(model) if a.compile else model, opt, x, y, a.precision == "bfloat16")
+    start = time.perf_counter()
+    try:
+        step()  # compiles with --compile
+    except Exception as exc:  # inductor without a C compiler, an unsupported op, ...
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()][:3]
+        print(json.dumps(_error(a, f"{exc.__class__.__name__}: {' | '.join(lines)}"[:300])))
+        return
+    first_step_s = time.perf_counter() - start
+    for _ in range(a.warmup - 1):
         step()
     marks = [time.perf_counter()]
     for _ in range(a.steps):
@@ -90,7 +122,9 @@ def main():
     median_step = sorted(end - start for start, end in zip(marks, marks[1:]))[a.steps // 2]
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "arch": a.arch, "dataset": a.dataset,
                       "stack_n": a.stack_n if a.arch == "resnet" else None, "channels_last": a.channels_last,
+                      "precision": a.precision, "compile": a.compile, "first_step_s": round(first_step_s, 2),
                       "batch_size": a.batch_size, "threads": torch.get_num_threads(),
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                       "train_images_per_s": round(a.steps * a.batch_size / dt, 1),
                       "median_step_images_per_s": round(a.batch_size / median_step, 1)}))
 
