@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from tfcnn import runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 _LENET_LAB = dict(arch="lenet5", dataset="mnist", schedule="constant", batch_size=128, augment=False)
@@ -71,6 +72,31 @@ GRIDS = {
         variants=[dict(optimizer="sam", label_smoothing=0.1, label="sam-smooth0.1"),
                   dict(optimizer="sgd", label_smoothing=0.0, label="sgd")],
         quick=dict(limit_train=128, limit_test=150),  # tracing the 153-layer graph dominates a quick run
+    ),
+    "mobilenet-transfer": dict(
+        description="The MobileNetV2 homework on its CIFAR-100 classes 5, 21, 35 (bed, chimpanzee, girl): MobileNetV2 x0.5 "
+                    "pretrained on lossless CIFAR-10 (configs/mobilenetv2_x0.5_cifar10.yaml, shipped as "
+                    "`pretrained:mobilenetv2-x0.5-cifar10`; the homework's backbone was CIFAR-100-pretrained, which this "
+                    "data cannot give) with a new 3-way head, trained with the homework's recipe: SGD momentum 0.9 at "
+                    "lr 0.1, StepLR x0.5 every 20 epochs, 60 epochs. sam-ls: SAM (rho 0.05) + label smoothing 0.1 (the "
+                    "homework); sgd: plain SGD, no smoothing; sam: SAM without smoothing. head: only the last 2 parameter "
+                    "tensors (the Dense head's kernel and bias) train, as in the homework. full: every layer trains, at "
+                    "lr 0.01 (the head's 0.1 would wreck the pretrained features). scratch: the same 60 epochs from "
+                    "random weights with the homework's optimizer. Each setup runs with seeds 1, 2, 3 (the seed also "
+                    "draws the 10 % validation split that picks the checkpoint).",
+        base=dict(arch="mobilenet_v2", alpha=0.5, dataset="cifar100", classes=["5", "21", "35"],
+                  init_from="pretrained:mobilenetv2-x0.5-cifar10", optimizer="sam", sam_rho=0.05, lr=0.1,
+                  momentum=0.9, nesterov=False, batch_size=128, epochs=60, schedule="step", milestones=[20, 40],
+                  gamma=0.5, label_smoothing=0.1, weight_decay=5e-4, warmup_epochs=0),
+        variants=[dict(freeze="all", label="sam-ls-head"),
+                  dict(freeze="all", optimizer="sgd", label_smoothing=0.0, label="sgd-head"),
+                  dict(freeze="all", label_smoothing=0.0, label="sam-head"),
+                  dict(freeze="none", lr=0.01, label="sam-ls-full"),
+                  dict(freeze="none", lr=0.01, optimizer="sgd", label_smoothing=0.0, label="sgd-full"),
+                  dict(freeze="none", lr=0.01, label_smoothing=0.0, label="sam-full"),
+                  dict(init_from=None, freeze="none", label="scratch-sam-ls")],
+        seeds=[1, 2, 3],
+        quick=dict(limit_train=128, limit_test=150),
     ),
     "cifar-cnn-lecture": dict(
         description="The lecture's small CNN (cifar_cnn, 21,699 parameters) on its 3 CIFAR-100 classes 0, 55, 58 "
@@ -333,30 +359,33 @@ def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, **
     import pandas as pd
 
     group, configs, varied, grid = grid_configs(name_or_path, quick=quick, only=only, **overrides)
-    out = Path(out) if out else Path(configs[0][1].runs_dir) / group
-    reused = sum(finished(config) is not None for _, config in configs)  # stale runs stop the grid here
-    rows, start = [], time.perf_counter()
-    for i, (label, config) in enumerate(configs, start=1):
-        print(f"[{group} {i}/{len(configs)}] {label}", flush=True)
-        try:
-            rows.append(_row(label, config, varied, run(config), class_f1=grid.get("class_f1", ())))
-        except TfcnnError as exc:  # this run's own failure (e.g. a diverging loss): the others still run
-            print(f"[{group} {i}/{len(configs)}] {label} failed: {exc}", flush=True)
-            rows.append(_row(label, config, varied, None, error=str(exc), class_f1=grid.get("class_f1", ())))
-    wall = time.perf_counter() - start
-    table = pd.DataFrame(rows)
-    if grid.get("seeds"):
-        table.insert(1, "setup", [label.rsplit("-seed", 1)[0] for label, _ in configs])
-        table.insert(2, "seed", [config.seed for _, config in configs])
-    table.attrs.update(group=group, varied=varied, markdown=str(out / f"{group}.md"), csv=str(out / f"{group}.csv"),
-                       figure=str(out / f"{group}.png"))
-    if command is None:
-        args = [repr(str(name_or_path))] + [f"{k}={v!r}" for k, v in
-                                       dict(quick=quick, only=only, **overrides).items() if v not in (None, False)]
-        command = f"tfcnn.experiments.run_grid({', '.join(args)})"
-    if len(table):
-        write_results(table, out, group, grid=grid, configs=[c for _, c in configs], varied=varied,
-                      command=command, wall_time_s=wall, reused=reused)
+    folder = Path(configs[0][1].runs_dir) / group
+    out = Path(out) if out else folder
+    # One process runs a grid folder at a time: two would train the same runs and resume each other's epochs.
+    with runfiles.Lock(folder, "experiment grid", hint="wait for it to finish or pass another --runs-dir"):
+        reused = sum(finished(config) is not None for _, config in configs)  # stale runs stop the grid here
+        rows, start = [], time.perf_counter()
+        for i, (label, config) in enumerate(configs, start=1):
+            print(f"[{group} {i}/{len(configs)}] {label}", flush=True)
+            try:
+                rows.append(_row(label, config, varied, run(config), class_f1=grid.get("class_f1", ())))
+            except TfcnnError as exc:  # this run's own failure (e.g. a diverging loss): the others still run
+                print(f"[{group} {i}/{len(configs)}] {label} failed: {exc}", flush=True)
+                rows.append(_row(label, config, varied, None, error=str(exc), class_f1=grid.get("class_f1", ())))
+        wall = time.perf_counter() - start
+        table = pd.DataFrame(rows)
+        if grid.get("seeds"):
+            table.insert(1, "setup", [label.rsplit("-seed", 1)[0] for label, _ in configs])
+            table.insert(2, "seed", [config.seed for _, config in configs])
+        table.attrs.update(group=group, varied=varied, markdown=str(out / f"{group}.md"),
+                           csv=str(out / f"{group}.csv"), figure=str(out / f"{group}.png"))
+        if command is None:
+            args = [repr(str(name_or_path))] + [f"{k}={v!r}" for k, v in
+                                           dict(quick=quick, only=only, **overrides).items() if v not in (None, False)]
+            command = f"tfcnn.experiments.run_grid({', '.join(args)})"
+        if len(table):
+            write_results(table, out, group, grid=grid, configs=[c for _, c in configs], varied=varied,
+                          command=command, wall_time_s=wall, reused=reused)
     return table
 
 
