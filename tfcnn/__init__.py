@@ -7,23 +7,22 @@ on an ONNX or TFLite file start in a fraction of a second. Submodules load on fi
 """
 import importlib
 import importlib.abc
+import importlib.util
 import os
+import pkgutil
 import sys
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "cli", "config", "data", "distributed", "errors", "evaluate", "experiments", "export",
-               "launch", "meta", "models", "optim", "predict", "pretrained", "train", "transfer")
-
 
 def __getattr__(name):
-    if name in _SUBMODULES:
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted({*globals(), *_SUBMODULES})
+    return sorted({*globals(), *(m.name for m in pkgutil.iter_modules(__path__))})
 
 
 class _Fd2Off:
