@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+import sys
 import time
 
 import torch
@@ -53,6 +54,7 @@ def two_conv(channels=1, classes=10, width=5000, size=28):
 def reference_resnet(stack_n):
     spec = importlib.util.spec_from_file_location("torch_resnet_cifar", REFERENCE)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # torch.compile (dynamo) looks the module up by name
     spec.loader.exec_module(module)
     return module.resnet(stack_n)
 
