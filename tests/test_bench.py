@@ -1,12 +1,19 @@
 """The bench CLI and notebook API on a tiny model (no speed asserts: the figures live in benchmarks/)."""
+import hashlib
 import json
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 
-from tfcnn import bench
+from tfcnn import bench, bench_inference, hardware
 from tests.conftest import REPO
+
+LENET5_FORWARD_FLOPS = 2 * (28 * 28 * 6 * 5 * 5 * 1  # conv1, 'same'
+                            + 10 * 10 * 16 * 5 * 5 * 6  # conv2 on the 14x14x6 pooled map, 'valid'
+                            + 400 * 120 + 120 * 84 + 84 * 10)  # fc1, fc2, predictions
 
 
 def _tiny(shared_data, *extra):
@@ -25,12 +32,58 @@ def test_cli_json_has_positive_rates_for_every_device(shared_data, capsys):
     assert timed and "CPU" in timed[0] and report["per_device"][0]["speedup_vs_cpu"] == 1.0
     assert report["train_size"] == 54000  # MNIST minus the 10% validation split
     assert 0 < report["ratios"]["tfcnn pipeline / tfcnn synthetic"]["window"]
+    assert report["forward_flops_per_image"] == LENET5_FORWARD_FLOPS == 833040
+    peak = report["matmul_peak_gflops"]["bfloat16" if report["precision"] == "bfloat16" else "float32"]
+    for r in report["results"]:
+        assert r["gflops"] == pytest.approx(r["images_per_s"] * 3 * LENET5_FORWARD_FLOPS / 1e9, abs=0.06)
+        assert r["fraction_of_peak"] == pytest.approx(r["gflops"] / peak, abs=2e-3)
+    assert set(report["matmul_peak_gflops"]) == {"float32"} | ({"bfloat16"} if report["cpu"]["native_bf16"] else set())
+    assert report["cpu"]["model"] and report["load_avg_before"] is not None
 
 
 def test_cli_table(shared_data, capsys):
     assert bench.main(_tiny(shared_data, "--sources", "synthetic")) == 0
     out = capsys.readouterr().out
     assert "tfcnn synthetic" in out and "per device" in out
+    assert out.startswith("CPU: ") and "native bfloat16: " in out.splitlines()[0]
+    assert "matmul peak" in out and "of peak" in out
+
+
+def test_missing_torch_venv_still_times_tfcnn(shared_data, capsys):
+    argv = _tiny(shared_data, "--sources", "synthetic", "--vs-pytorch", "--torch-python", "/nonexistent/python",
+                 "--no-peak")
+    assert bench.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "tfcnn synthetic" in captured.out and "no PyTorch interpreter at /nonexistent/python" in captured.out
+    assert captured.err.count("no PyTorch interpreter") == 1
+
+
+def test_forward_flops_counts_conv_depthwise_grouped_and_dense_layers():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8*4 outputs x 3*3*3 MACs = 6912
+    x = keras.layers.DepthwiseConv2D(3, strides=2)(x)  # 3*3*4 outputs x 3*3 MACs = 324
+    x = keras.layers.Conv2D(2, 1, groups=2)(x)  # 3*3*2 outputs x 1*1*(4/2) MACs = 36
+    x = keras.layers.Dense(5)(keras.layers.Flatten()(x))  # 18*5 = 90
+    inner = keras.Model(inputs, x)
+    outer = keras.Model(inputs, keras.layers.Dense(3)(inner(inputs)))  # nested, then 5*3 = 15
+    assert bench.forward_flops(inner) == 2 * (6912 + 324 + 36 + 90)
+    assert bench.forward_flops(outer) == 2 * (6912 + 324 + 36 + 90 + 15)
+
+
+def test_forward_flops_of_resnet32():
+    from tfcnn import models
+
+    model = models.build("resnet", (32, 32, 3), 10, stack_n=5)
+    macs = (32 * 32 * 16 * 27  # stem conv
+            + 10 * 32 * 32 * 16 * 144  # stage 1: 5 blocks x 2 convs
+            + 16 * 16 * 32 * (144 + 9 * 288 + 16)  # stage 2: strided conv1, 9 more, 1x1 projection
+            + 8 * 8 * 64 * (288 + 9 * 576 + 32)  # stage 3
+            + 64 * 10)
+    assert bench.forward_flops(model) == 2 * macs == 138_249_472
+
+
+def test_matmul_peak_is_a_rate():
+    assert 0 < hardware.matmul_peak("float32", size=64, seconds=0.05) < 1e5
 
 
 def test_time_training_api(shared_data):
@@ -45,8 +98,9 @@ def test_time_training_api(shared_data):
     (["--arch", "nope"], "unknown --arch 'nope'"),
     (["--arch", "lenet5", "--steps", "1"], "--steps must be at least 2"),
     (["--arch", "lenet5", "--sources", "disk"], "--sources takes"),
-    (["--arch", "lenet5", "--vs-pytorch", "--torch-python", "/nonexistent/python", "--sources", "synthetic"],
-     "no PyTorch interpreter"),
+    (["--arch", "resnet", "--vs-pytorch", "--pytorch-variants", "channels_last,eager"], "--pytorch-variants takes"),
+    (["--inference"], "--inference needs --model"),
+    (["--inference", "--model", "/nonexistent/model"], "not a saved model folder"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys, shared_data):
     with pytest.raises(SystemExit) as exit_:
@@ -62,3 +116,52 @@ def test_bad_arch_from_a_real_process():
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: unknown --arch 'resnet50'; choose one of "
                                    "cifar_cnn, lenet5, mobilenet_v2, pooled, resnet, two_conv")
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_inference_times_every_export_and_leaves_the_folder_alone(tmp_path, shared_data, capsys):
+    """A tiny MNIST-shaped model with Keras, SavedModel and ONNX exports; the TFLite one is made in a
+    temporary folder by the export CLI (checked on MNIST test images), not in the model folder."""
+    from tfcnn import export
+    from tfcnn.train import _set_onednn_bfloat16
+
+    _set_onednn_bfloat16(False)  # the training benchmarks above may have switched on bfloat16 graphs in this process
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x)))
+    meta = {"dataset": "mnist", "class_names": [str(i) for i in range(10)], "input_shape": [28, 28, 1]}
+    folder = tmp_path / "tiny"
+    export.export_saved_model(model, folder, meta)
+    images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1)).astype("float32")
+    export.export(model, "onnx", folder / "model.onnx", images=images, meta=meta)
+    before = _tree(folder)
+
+    argv = ["--inference", "--model", str(folder), "--repeat", "2", "--latency-calls", "5", "--throughput-batch", "8",
+            "--data-dir", str(shared_data), "--session-options", "--json"]
+    assert bench.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert _tree(folder) == before and not list(folder.rglob("*.tflite"))
+    defaults = [r["run"] for r in report["results"] if r["default"]]
+    assert defaults == ["keras", "savedmodel", "onnx", "tflite"]
+    for r in report["results"]:
+        assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
+        assert r["throughput_images_per_s"] > 0 and len(r["throughput_runs"]) == 2
+        if not r["default"]:
+            base = next(d for d in report["results"] if d["default"] and d["kind"] == r["kind"])
+            assert r["vs_default"]["throughput"] == pytest.approx(
+                r["throughput_images_per_s"] / base["throughput_images_per_s"], abs=2e-3)
+    others = {r["run"] for r in report["results"]} - set(defaults)
+    assert {"keras predict_on_batch", "onnx intra 1", "onnx no spin", "tflite threads 1", "tflite no xnnpack"} <= others
+    assert "made one with python -m tfcnn.export" in report["notes"][0]
+    assert report["input_shape"] == [28, 28, 1] and report["cpu"]["model"]
+
+    bench_inference.print_table(report)
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: ") and "tflite no xnnpack" in out and "p50 ms" in out

@@ -18,6 +18,14 @@ times, so load from other processes hits all of them alike; medians are reported
 timed window's images/s and of the median-step rate (batch / median step time), which other
 processes' bursts disturb less on a shared machine.
 
+Distance to the limit: each round also takes a short TF matmul probe (float32, and bfloat16 where
+the CPU has it natively) in this process, under the training's thread settings; the table shows
+each run's achieved GFLOP/s (the model's counted forward FLOPs per image x 3 for forward and
+backward, x images/s) and its fraction of the matching peak (bfloat16 for bfloat16 runs).
+
+`--inference --model saved_models/NAME` times the exports of a saved model instead
+(tfcnn/bench_inference.py).
+
 Notebook API: `time_training("resnet", "cifar10", stack_n=5)` -> dict; `devices()` -> names.
 """
 import json
@@ -35,6 +43,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli  # noqa: E402
+from tfcnn.hardware import PEAK_SIZE, cpu_info, describe_cpu, load_average, matmul_peak  # noqa: E402
 
 SOURCES = ("pipeline", "synthetic", "one_batch")
 SYNTHETIC_BATCHES = 8
@@ -42,6 +51,20 @@ WARMUP_STEPS = 5  # the first steps trace and compile the train function; never 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_PEERS = REPO / "benchmarks" / "torch_peers.py"
 DEFAULT_TORCH_PYTHON = REPO / ".venv-torch" / "bin" / "python"
+TORCH_SETUP = ("python3 -m venv .venv-torch && .venv-torch/bin/pip install -r benchmarks/requirements-torch.txt")
+# PyTorch variants: (label, torch_peers.py flags, precision). channels_last only matters for convolutions.
+TORCH_VARIANTS = {
+    "resnet": (("channels_last", ["--channels-last"], "float32"),
+               ("NCHW", [], "float32"),
+               ("channels_last bf16", ["--channels-last", "--precision", "bfloat16"], "bfloat16"),
+               ("compile channels_last", ["--channels-last", "--compile"], "float32"),
+               ("compile channels_last bf16", ["--channels-last", "--compile", "--precision", "bfloat16"],
+                "bfloat16")),
+    "other": (("eager", [], "float32"),
+              ("bf16", ["--precision", "bfloat16"], "bfloat16"),
+              ("compile", ["--compile"], "float32"),
+              ("compile bf16", ["--compile", "--precision", "bfloat16"], "bfloat16")),
+}
 
 
 def devices():
@@ -49,6 +72,34 @@ def devices():
     import tensorflow as tf
 
     return [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU")]
+
+
+def forward_flops(model):
+    """FLOPs of one image's forward pass: 2 x the multiply-accumulates of every convolution and Dense
+    layer (nested models included), from the built model's layer shapes. BatchNorm, activations,
+    pooling and additions are not counted (the usual convention; they are a few % of a ResNet's)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+            continue
+        if not isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                                  keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Dense)):
+            continue
+        out = math.prod(layer.output.shape[1:])  # output elements per image
+        if isinstance(layer, keras.layers.Dense):
+            total += 2 * out * layer.input.shape[-1]
+            continue
+        channels_in = layer.input.shape[-1 if layer.data_format == "channels_last" else 1]
+        window = math.prod(layer.kernel_size)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            total += 2 * out * window
+        elif isinstance(layer, keras.layers.SeparableConv2D):
+            spatial = out // layer.filters
+            total += 2 * spatial * channels_in * layer.depth_multiplier * (window + layer.filters)
+        else:
+            total += 2 * out * window * channels_in // layer.groups
+    return total
 
 
 class _StepClock(keras.callbacks.Callback):
@@ -209,16 +260,44 @@ def _child_json(cmd, what, env=None):
     return json.loads(lines[-1])
 
 
-def _torch_cmd(torch_python, arch, dataset, batch_size, steps, stack_n, channels_last, width):
+def _torch_cmd(torch_python, arch, dataset, batch_size, steps, stack_n, width, flags):
     cmd = [str(torch_python), str(TORCH_PEERS), "--arch", arch, "--dataset", dataset, "--batch-size", str(batch_size),
            "--steps", str(steps)]
     if stack_n:
         cmd += ["--stack-n", str(stack_n)]
     if width:
         cmd += ["--width", str(width)]
-    if channels_last:
-        cmd.append("--channels-last")
-    return cmd
+    return cmd + list(flags)
+
+
+def _torch_variants(arch, wanted):
+    """The PyTorch variants to time: all of TORCH_VARIANTS for the arch, or the comma list `wanted`."""
+    variants = TORCH_VARIANTS["resnet" if arch == "resnet" else "other"]
+    if not wanted:
+        return variants
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    known = {v[0]: v for v in variants}
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise TfcnnError(f"--pytorch-variants takes a comma list of {', '.join(known)}; got {wanted!r}")
+    return [known[n] for n in names]
+
+
+def _torch_env(policy):
+    """The PyTorch child's environment. libgomp's worker threads spin while they wait; when other
+    processes share the cores, a spinning thread holds a core another thread needs, and PyTorch's
+    ResNet-32 step ran ~5x slower than with OMP_WAIT_POLICY=PASSIVE (load average 7-8 on 2 cores).
+    "auto" picks PASSIVE when the 1-minute load average is at least the core count, else
+    leaves libgomp's default."""
+    env = dict(os.environ)
+    if policy == "auto":
+        load = load_average()
+        policy = "PASSIVE" if load and load[0] >= (os.cpu_count() or 1) else "default"
+    if policy == "default":
+        env.pop("OMP_WAIT_POLICY", None)
+    else:
+        env["OMP_WAIT_POLICY"] = policy
+    return env, policy
 
 
 def _naive_keras(arch, dataset, batch_size, steps, data_dir, model_options):
@@ -276,12 +355,34 @@ def _parser():
     parser.add_argument("--augment", action=__import__("argparse").BooleanOptionalAction, default=None)
     parser.add_argument("--sources", default="pipeline,synthetic",
                         help="comma list of pipeline,synthetic,one_batch (default pipeline,synthetic)")
-    parser.add_argument("--repeat", type=int, default=1, help="alternate all runs this many times; report medians")
+    parser.add_argument("--repeat", type=int, help="alternate all runs this many times; report medians "
+                        "(default 1; with --inference 3)")
     parser.add_argument("--vs-naive", action="store_true", help="also time plain Keras fit(x, y) in a child process")
-    parser.add_argument("--vs-pytorch", action="store_true", help="also time the PyTorch reference (resnet: "
-                        "channels_last and NCHW)")
+    parser.add_argument("--vs-pytorch", action="store_true",
+                        help="also time the PyTorch peer in each of its variants (resnet: " +
+                        ", ".join(v[0] for v in TORCH_VARIANTS["resnet"]) + "; other archs: " +
+                        ", ".join(v[0] for v in TORCH_VARIANTS["other"]) + ") and name the fastest")
+    parser.add_argument("--pytorch-variants", help="comma list: only these PyTorch variants (default all)")
+    parser.add_argument("--torch-omp-wait-policy", choices=("auto", "PASSIVE", "ACTIVE", "default"), default="auto",
+                        help="OMP_WAIT_POLICY of the PyTorch child; auto (the default): PASSIVE when the 1-minute "
+                        "load average is at least the core count (spinning OpenMP threads lose badly on shared "
+                        "cores), else libgomp's default")
     parser.add_argument("--torch-python", default=str(DEFAULT_TORCH_PYTHON),
                         help="python of a venv with torch (default .venv-torch/bin/python)")
+    parser.add_argument("--no-peak", dest="peak", action="store_false",
+                        help="skip the matmul peak probe (default: one probe per round, float32 and, where the CPU "
+                        "has it natively, bfloat16)")
+    parser.add_argument("--inference", action="store_true",
+                        help="time the exports of --model (Keras, SavedModel, ONNX Runtime, TFLite) instead of "
+                        "training; see tfcnn/bench_inference.py")
+    parser.add_argument("--model", help="with --inference: a saved model folder, e.g. saved_models/lenet5-mnist")
+    parser.add_argument("--latency-calls", type=int, default=200,
+                        help="with --inference: batch-1 calls per export per round (default 200)")
+    parser.add_argument("--throughput-batch", type=int, default=256,
+                        help="with --inference: batch size of the throughput runs (default 256)")
+    parser.add_argument("--session-options", action="store_true",
+                        help="with --inference: also time ONNX Runtime and TFLite under other session settings "
+                        "(threads, graph optimisation, spinning)")
     parser.add_argument("--naive-child", action="store_true", help=__import__("argparse").SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
@@ -303,67 +404,111 @@ def _check(args):
     if bad or not sources:
         raise TfcnnError(f"--sources takes a comma list of {', '.join(SOURCES)}; got {args.sources!r}")
     args.sources = sources
-    if args.vs_pytorch and not Path(args.torch_python).exists():
-        raise TfcnnError(f"no PyTorch interpreter at {args.torch_python}; create it with: python3 -m venv .venv-torch "
-                         "&& .venv-torch/bin/pip install torch==2.13.0 numpy (or pass --torch-python PATH)")
+    args.torch_missing = None
+    if args.vs_pytorch:
+        args.torch_variants = _torch_variants(args.arch, args.pytorch_variants)
+        if not Path(args.torch_python).exists():
+            args.torch_missing = (f"no PyTorch interpreter at {args.torch_python}, so tfcnn only; create it with: "
+                                  f"{TORCH_SETUP} (or pass --torch-python PATH)")
 
 
-def _cpu_load():
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
+class _DidNotRun(Exception):
+    """A peer variant that cannot run on this machine (e.g. torch.compile without a C compiler)."""
 
 
-def _child_rates(cmd, what, window_key):
-    out = _child_json(cmd, what)
+def _child_rates(cmd, what, window_key, env=None):
+    out = _child_json(cmd, what, env=env)
+    if "error" in out:
+        raise _DidNotRun(out["error"])
     return out[window_key], out["median_step_images_per_s"]
+
+
+def _peaks(precisions):
+    return {p: matmul_peak(p) for p in precisions}
 
 
 def benchmark(args):
     """All runs of one CLI invocation, alternated `repeat` times; returns the report dict."""
+    import tensorflow as tf
+
     options = _model_options(args)
     session = _Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
                        config_overrides=_overrides(args), **options)
+    cpu_desc = cpu_info()
     names = devices()
     cpu = next(d for d in names if "CPU" in d)
-    runs = [(f"tfcnn {s}", lambda s=s: session.run(s, args.steps, cpu)) for s in args.sources]
-    runs += [(f"tfcnn {args.sources[0]} {d}", lambda d=d: session.run(args.sources[0], args.steps, d))
-             for d in names if "GPU" in d]
+    # (name, fn, precision): precision picks the matmul peak a run is measured against
+    runs = [(f"tfcnn {s}", lambda s=s: session.run(s, args.steps, cpu), session.precision) for s in args.sources]
+    runs += [(f"tfcnn {args.sources[0]} {d}", lambda d=d: session.run(args.sources[0], args.steps, d),
+              session.precision) for d in names if "GPU" in d]
     if args.vs_naive:
         cmd = [sys.executable, "-m", "tfcnn.bench", "--naive-child", "--arch", args.arch, "--dataset", args.dataset,
                "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
         cmd += [f for k, v in options.items() for f in (f"--{k.replace('_', '-')}", str(v))]
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
-        runs.append(("keras naive fit(x, y)", lambda cmd=cmd: _child_rates(cmd, "naive Keras", "images_per_s")))
-    if args.vs_pytorch:
-        layouts = (True, False) if args.arch == "resnet" else (False,)
-        for channels_last in layouts:
+        runs.append(("keras naive fit(x, y)", lambda cmd=cmd: _child_rates(cmd, "naive Keras", "images_per_s"),
+                     "float32"))
+    torch_env, omp_policy = _torch_env(args.torch_omp_wait_policy)
+    if args.vs_pytorch and args.torch_missing:
+        print(args.torch_missing, file=sys.stderr, flush=True)
+    elif args.vs_pytorch:
+        for label, flags, precision in args.torch_variants:
             cmd = _torch_cmd(args.torch_python, args.arch, args.dataset, args.batch_size, args.steps,
-                             options.get("stack_n"), channels_last, options.get("width"))
-            label = "pytorch " + ("channels_last" if channels_last else "NCHW")
-            runs.append((label, lambda cmd=cmd: _child_rates(cmd, "the PyTorch peer", "train_images_per_s")))
-    load_before = _cpu_load()
-    rates = {name: [] for name, _ in runs}
+                             options.get("stack_n"), options.get("width"), flags)
+            runs.append((f"pytorch {label}", lambda cmd=cmd: _child_rates(cmd, "the PyTorch peer",
+                                                                           "train_images_per_s", torch_env),
+                         precision))
+    model = _trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
+    flops = forward_flops(model)
+    keras.backend.clear_session()
+    peak_precisions = ["float32"] + (["bfloat16"] if cpu_desc["native_bf16"] else [])
+    load_before = load_average()
+    rates = {name: [] for name, _, _ in runs}
+    failed = {}
+    peaks = {p: [] for p in peak_precisions} if args.peak else {}
     for round_ in range(args.repeat):
-        for name, fn in runs:
-            rates[name].append(fn())
+        for precision, value in (_peaks(peak_precisions) if args.peak else {}).items():
+            peaks[precision].append(value)
+            print(f"[{round_ + 1}/{args.repeat}] matmul peak {precision}: {value:.1f} GFLOP/s", file=sys.stderr,
+                  flush=True)
+        for name, fn, _ in runs:
+            if name in failed:
+                continue
+            try:
+                rates[name].append(fn())
+            except _DidNotRun as exc:
+                failed[name] = str(exc)
+                print(f"[{round_ + 1}/{args.repeat}] {name}: did not run: {exc}", file=sys.stderr, flush=True)
+                continue
             print(f"[{round_ + 1}/{args.repeat}] {name}: {rates[name][-1][0]:.1f} images/s "
                   f"(median step {rates[name][-1][1]:.1f})", file=sys.stderr, flush=True)
+    peak = {p: round(statistics.median(v), 1) for p, v in peaks.items()}
     rows = []
-    for name, values in rates.items():
+    for name, _, precision in runs:
+        if name in failed:
+            rows.append({"run": name, "precision": precision, "error": failed[name]})
+            continue
+        values = rates[name]
         window = statistics.median(v[0] for v in values)
-        rows.append({"run": name, "images_per_s": round(window, 1),
+        gflops = window * 3 * flops / 1e9
+        rows.append({"run": name, "precision": precision, "images_per_s": round(window, 1),
                      "median_step_images_per_s": round(statistics.median(v[1] for v in values), 1),
                      "runs": [round(v[0], 1) for v in values],
-                     "epoch_time_s": round(session.pipes.train_size / window, 2)})
-    by_name = {r["run"]: r for r in rows}
+                     "epoch_time_s": round(session.pipes.train_size / window, 2),
+                     "gflops": round(gflops, 1),
+                     "fraction_of_peak": round(gflops / peak[precision], 3) if precision in peak else None})
+    timed = [r for r in rows if "error" not in r]
+    by_name = {r["run"]: r for r in timed}
     ratios = {}
-    base = by_name.get("tfcnn pipeline") or by_name.get("tfcnn synthetic")
+    base = by_name.get("tfcnn pipeline") or by_name.get("tfcnn synthetic") or timed[0]
     pairs = [(f"{base['run']} / {k}", base, r) for k, r in by_name.items() if not k.startswith("tfcnn")]
     for other in ("synthetic", "one_batch"):
         if "tfcnn pipeline" in by_name and f"tfcnn {other}" in by_name:
             pairs.append((f"tfcnn pipeline / tfcnn {other}", by_name["tfcnn pipeline"], by_name[f"tfcnn {other}"]))
+    torch_rows = [r for r in timed if r["run"].startswith("pytorch")]
+    fastest = max(torch_rows, key=lambda r: r["images_per_s"]) if torch_rows else None
+    if fastest:
+        pairs.append((f"{base['run']} / fastest pytorch ({fastest['run'][len('pytorch '):]})", base, fastest))
     for label, a, b in pairs:
         ratios[label] = {"window": round(a["images_per_s"] / b["images_per_s"], 3),
                          "median_step": round(a["median_step_images_per_s"] / b["median_step_images_per_s"], 3)}
@@ -375,28 +520,48 @@ def benchmark(args):
             per_device.append({"device": d, "source": args.sources[0], "images_per_s": rate,
                                "epoch_time_s": round(session.pipes.train_size / rate, 2),
                                "speedup_vs_cpu": round(rate / base["images_per_s"], 2)})
-    import tensorflow as tf
 
     return {"arch": args.arch, "dataset": args.dataset, "batch_size": args.batch_size, "steps": args.steps,
-            "repeat": args.repeat, "model_options": options, "precision": session.precision,
+            "repeat": args.repeat, "model_options": options, "precision": session.precision, "cpu": cpu_desc,
+            "forward_flops_per_image": flops, "train_flops_per_image": 3 * flops,
+            "matmul_peak_gflops": peak, "matmul_peak_runs": {p: [round(x, 1) for x in v] for p, v in peaks.items()},
             "train_size": session.pipes.train_size, "devices": names, "results": rows, "ratios": ratios,
+            "fastest_pytorch": fastest["run"] if fastest else None,
+            "pytorch_missing": args.torch_missing if args.vs_pytorch else None,
+            "pytorch_omp_wait_policy": omp_policy if args.vs_pytorch and not args.torch_missing else None,
             "per_device": per_device, "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "cpu_count": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": _cpu_load(),
+            "cpu_count": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": load_average(),
             "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
 def _print_table(report):
+    print(describe_cpu(report["cpu"]))
     print(f"{report['arch']} {report['model_options'] or ''} on {report['dataset']}, batch {report['batch_size']}, "
           f"{report['steps']} timed steps x {report['repeat']}, precision {report['precision']}, "
           f"threads intra {report['intra_op_threads']} / inter {report['inter_op_threads']}, "
           f"load avg {report['load_avg_before']} -> {report['load_avg_after']}")
-    print(f"{'run':28} {'images/s':>9} {'median-step':>11} {'epoch s':>8}  runs")
+    peak = report["matmul_peak_gflops"]
+    if peak:
+        print("matmul peak (TF, %d x %d, best call per round, median of rounds): " % (PEAK_SIZE, PEAK_SIZE) +
+              ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peak.items()))
+    print(f"training FLOPs per image: {report['train_flops_per_image'] / 1e6:.1f} M "
+          f"(forward {report['forward_flops_per_image'] / 1e6:.1f} M x 3)")
+    if report.get("pytorch_omp_wait_policy"):
+        print(f"PyTorch OMP_WAIT_POLICY: {report['pytorch_omp_wait_policy']}")
+    print(f"{'run':34} {'precision':>9} {'images/s':>9} {'median-step':>11} {'epoch s':>8} {'GFLOP/s':>8} "
+          f"{'of peak':>7}  runs")
     for r in report["results"]:
-        print(f"{r['run']:28} {r['images_per_s']:9.1f} {r['median_step_images_per_s']:11.1f} "
-              f"{r['epoch_time_s']:8.1f}  {r['runs']}")
+        if "error" in r:
+            print(f"{r['run']:34} {r['precision']:>9}  did not run: {r['error']}")
+            continue
+        share = f"{100 * r['fraction_of_peak']:6.1f}%" if r["fraction_of_peak"] is not None else f"{'-':>7}"
+        print(f"{r['run']:34} {r['precision']:>9} {r['images_per_s']:9.1f} {r['median_step_images_per_s']:11.1f} "
+              f"{r['epoch_time_s']:8.1f} {r['gflops']:8.1f} {share}  {r['runs']}")
     for k, v in report["ratios"].items():
-        print(f"{k:44} {v['window']:6.2f}x  (median step {v['median_step']:.2f}x)")
+        print(f"{k:60} {v['window']:6.2f}x  (median step {v['median_step']:.2f}x)")
+    if report.get("pytorch_missing"):
+        print(report["pytorch_missing"])
     if report["per_device"]:
         source = report["per_device"][0]["source"]
         print(f"\nper device ({source}, train split {report['train_size']} images, training only):")
@@ -410,6 +575,12 @@ def _print_table(report):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.inference:
+        from tfcnn import bench_inference
+
+        args.repeat = 3 if args.repeat is None else args.repeat
+        return bench_inference.main(args)
+    args.repeat = 1 if args.repeat is None else args.repeat
     _check(args)
     if args.naive_child:
         window, median = _naive_keras(args.arch, args.dataset, args.batch_size, args.steps, args.data_dir,

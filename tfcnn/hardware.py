@@ -1,0 +1,59 @@
+"""The machine a benchmark ran on: CPU model, native bfloat16, load, and the measured matmul peak.
+
+Benchmarks print these with their figures (tfcnn.bench, tfcnn.bench_inference), since images/s mean
+little without the CPU they came from and how busy it was.
+"""
+import os
+import platform
+import time
+from pathlib import Path
+
+PEAK_SIZE = 2048  # square matmul of the probe: 17 GFLOP, ~0.1-0.3 s on 2 cores
+PEAK_SECONDS = 1.0
+
+
+def cpu_info():
+    """{"model", "family", "model_number", "native_bf16", "cores"} from /proc/cpuinfo (Linux; else what is known)."""
+    from tfcnn.train import _cpu_has_bf16  # the same test configure_runtime uses to pick bfloat16
+
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
+            "family": fields.get("cpu family"), "model_number": fields.get("model"),
+            "native_bf16": _cpu_has_bf16(), "cores": os.cpu_count()}
+
+
+def describe_cpu(cpu):
+    """One line: 'CPU: AMD EPYC (family 25, model 17), 2 cores, native bfloat16: yes'."""
+    family = f" (family {cpu['family']}, model {cpu['model_number']})" if cpu.get("family") else ""
+    return (f"CPU: {cpu['model']}{family}, {cpu['cores']} cores, native bfloat16: "
+            f"{'yes' if cpu['native_bf16'] else 'no'}")
+
+
+def load_average():
+    """The 1, 5 and 15-minute load averages, or None where the OS has none."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def matmul_peak(dtype="float32", size=PEAK_SIZE, seconds=PEAK_SECONDS):
+    """The best GFLOP/s of one size x size TF matmul over ~`seconds` (in this process, so under its
+    thread settings): what the machine's GEMM reaches right now."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.uniform((size, size), seed=1), dtype)
+    b = tf.cast(tf.random.uniform((size, size), seed=2), dtype)
+    tf.linalg.matmul(a, b)[0, 0].numpy()  # first call: kernel selection, page faults
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b)[0, 0].numpy()
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - start) / 1e9)
+    return best
