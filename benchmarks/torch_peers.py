@@ -116,10 +116,11 @@ def main():
     first_step_s = time.perf_counter() - start
     for _ in range(a.warmup - 1):
         step()
-    marks = [time.perf_counter()]
+    marks, cpu0 = [time.perf_counter()], time.process_time()
     for _ in range(a.steps):
         step()
         marks.append(time.perf_counter())
+    cpu_ms_per_image = 1e3 * (time.process_time() - cpu0) / (a.steps * a.batch_size)  # all threads
     dt = marks[-1] - marks[0]
     median_step = sorted(end - start for start, end in zip(marks, marks[1:]))[a.steps // 2]
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "arch": a.arch, "dataset": a.dataset,
@@ -128,7 +129,8 @@ def main():
                       "batch_size": a.batch_size, "threads": torch.get_num_threads(),
                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                       "train_images_per_s": round(a.steps * a.batch_size / dt, 1),
-                      "median_step_images_per_s": round(a.batch_size / median_step, 1)}))
+                      "median_step_images_per_s": round(a.batch_size / median_step, 1),
+                      "cpu_ms_per_image": round(cpu_ms_per_image, 3)}))
 
 
 if __name__ == "__main__":

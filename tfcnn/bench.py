@@ -103,13 +103,15 @@ def forward_flops(model):
 
 
 class _StepClock(keras.callbacks.Callback):
-    """perf_counter after each executed batch (one entry per execution with steps_per_execution > 1)."""
+    """perf_counter after each executed batch (one entry per execution with steps_per_execution > 1),
+    and the process's CPU time (all its threads) at the same points in `cpu_marks`."""
 
     def on_train_begin(self, logs=None):
-        self.marks = []
+        self.marks, self.cpu_marks = [], []
 
     def on_train_batch_end(self, batch, logs=None):
         self.marks.append((batch, time.perf_counter()))
+        self.cpu_marks.append((batch, time.process_time()))
 
 
 def _config(arch, dataset, batch_size, data_dir, overrides, model_options):
@@ -169,10 +171,20 @@ def _rates(marks, batch_size, warmup):
     return batch_size * (last - first) / (t1 - t0), batch_size / statistics.median(per_step)
 
 
+def _cpu_ms_per_image(cpu_marks, batch_size, warmup):
+    """CPU time (all threads of the process) per image over the timed steps, in ms. Other processes
+    on the same cores stretch wall time but hardly this, so it compares frameworks on a busy machine
+    (threads that spin while they wait count as busy, though)."""
+    marks = [m for m in cpu_marks if m[0] >= warmup - 1]
+    (first, c0), (last, c1) = marks[0], marks[-1]
+    return 1e3 * (c1 - c0) / (batch_size * (last - first))
+
+
 def _measure(model, batches, total_steps, batch_size, warmup):
+    """(window, median-step) images/s and CPU ms per image of `total_steps` steps after `warmup`."""
     clock = _StepClock()
     model.fit(batches, epochs=1, steps_per_epoch=total_steps, shuffle=False, verbose=0, callbacks=[clock])
-    return _rates(clock.marks, batch_size, warmup)
+    return (*_rates(clock.marks, batch_size, warmup), _cpu_ms_per_image(clock.cpu_marks, batch_size, warmup))
 
 
 class _Session:
@@ -211,9 +223,9 @@ class _Session:
                              self.pipes.train_size)
                 batches = _synthetic_batches(spec, self.batch_size, self.config.label_smoothing > 0,
                                              batches=1 if source == "one_batch" else SYNTHETIC_BATCHES)
-            rates = _measure(model, batches, total, self.batch_size, warmup)
+            window, median, self.cpu_ms_per_image = _measure(model, batches, total, self.batch_size, warmup)
         keras.backend.clear_session()
-        return rates
+        return window, median
 
 
 class _nullcontext:
@@ -318,7 +330,8 @@ def _naive_keras(arch, dataset, batch_size, steps, data_dir, model_options):
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     clock = _StepClock()
     model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0, callbacks=[clock])
-    return _rates(clock.marks, batch_size, WARMUP_STEPS)
+    return (*_rates(clock.marks, batch_size, WARMUP_STEPS),
+            _cpu_ms_per_image(clock.cpu_marks, batch_size, WARMUP_STEPS))
 
 
 # ---------------------------------------------------------------- CLI
@@ -420,7 +433,12 @@ def _child_rates(cmd, what, window_key, env=None):
     out = _child_json(cmd, what, env=env)
     if "error" in out:
         raise _DidNotRun(out["error"])
-    return out[window_key], out["median_step_images_per_s"]
+    return out[window_key], out["median_step_images_per_s"], out.get("cpu_ms_per_image")
+
+
+def _median_or_none(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
 
 
 def _peaks(precisions):
@@ -438,9 +456,12 @@ def benchmark(args):
     names = devices()
     cpu = next(d for d in names if "CPU" in d)
     # (name, fn, precision): precision picks the matmul peak a run is measured against
-    runs = [(f"tfcnn {s}", lambda s=s: session.run(s, args.steps, cpu), session.precision) for s in args.sources]
-    runs += [(f"tfcnn {args.sources[0]} {d}", lambda d=d: session.run(args.sources[0], args.steps, d),
-              session.precision) for d in names if "GPU" in d]
+    def tfcnn_run(source, device):
+        return (*session.run(source, args.steps, device), session.cpu_ms_per_image)
+
+    runs = [(f"tfcnn {s}", lambda s=s: tfcnn_run(s, cpu), session.precision) for s in args.sources]
+    runs += [(f"tfcnn {args.sources[0]} {d}", lambda d=d: tfcnn_run(args.sources[0], d), session.precision)
+             for d in names if "GPU" in d]
     if args.vs_naive:
         cmd = [sys.executable, "-m", "tfcnn.bench", "--naive-child", "--arch", args.arch, "--dataset", args.dataset,
                "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
@@ -494,6 +515,7 @@ def benchmark(args):
         rows.append({"run": name, "precision": precision, "images_per_s": round(window, 1),
                      "median_step_images_per_s": round(statistics.median(v[1] for v in values), 1),
                      "runs": [round(v[0], 1) for v in values],
+                     "cpu_ms_per_image": _median_or_none(v[2] for v in values),
                      "epoch_time_s": round(session.pipes.train_size / window, 2),
                      "gflops": round(gflops, 1),
                      "fraction_of_peak": round(gflops / peak[precision], 3) if precision in peak else None})
@@ -512,6 +534,8 @@ def benchmark(args):
     for label, a, b in pairs:
         ratios[label] = {"window": round(a["images_per_s"] / b["images_per_s"], 3),
                          "median_step": round(a["median_step_images_per_s"] / b["median_step_images_per_s"], 3)}
+        if a["cpu_ms_per_image"] and b["cpu_ms_per_image"]:  # >1: a needs less CPU time per image
+            ratios[label]["cpu_time"] = round(b["cpu_ms_per_image"] / a["cpu_ms_per_image"], 3)
     per_device = []
     for d in names:
         row = by_name.get(f"tfcnn {args.sources[0]}") if d == cpu else by_name.get(f"tfcnn {args.sources[0]} {d}")
@@ -550,16 +574,18 @@ def _print_table(report):
     if report.get("pytorch_omp_wait_policy"):
         print(f"PyTorch OMP_WAIT_POLICY: {report['pytorch_omp_wait_policy']}")
     print(f"{'run':34} {'precision':>9} {'images/s':>9} {'median-step':>11} {'epoch s':>8} {'GFLOP/s':>8} "
-          f"{'of peak':>7}  runs")
+          f"{'of peak':>7} {'CPU ms/img':>10}  runs")
     for r in report["results"]:
         if "error" in r:
             print(f"{r['run']:34} {r['precision']:>9}  did not run: {r['error']}")
             continue
         share = f"{100 * r['fraction_of_peak']:6.1f}%" if r["fraction_of_peak"] is not None else f"{'-':>7}"
+        cpu_ms = f"{r['cpu_ms_per_image']:10.2f}" if r.get("cpu_ms_per_image") else f"{'-':>10}"
         print(f"{r['run']:34} {r['precision']:>9} {r['images_per_s']:9.1f} {r['median_step_images_per_s']:11.1f} "
-              f"{r['epoch_time_s']:8.1f} {r['gflops']:8.1f} {share}  {r['runs']}")
+              f"{r['epoch_time_s']:8.1f} {r['gflops']:8.1f} {share} {cpu_ms}  {r['runs']}")
     for k, v in report["ratios"].items():
-        print(f"{k:60} {v['window']:6.2f}x  (median step {v['median_step']:.2f}x)")
+        cpu_time = f", CPU time {v['cpu_time']:.2f}x" if "cpu_time" in v else ""
+        print(f"{k:60} {v['window']:6.2f}x  (median step {v['median_step']:.2f}x{cpu_time})")
     if report.get("pytorch_missing"):
         print(report["pytorch_missing"])
     if report["per_device"]:
@@ -583,9 +609,10 @@ def main(argv=None):
     args.repeat = 1 if args.repeat is None else args.repeat
     _check(args)
     if args.naive_child:
-        window, median = _naive_keras(args.arch, args.dataset, args.batch_size, args.steps, args.data_dir,
-                                      _model_options(args))
-        print(json.dumps({"images_per_s": round(window, 1), "median_step_images_per_s": round(median, 1)}))
+        window, median, cpu_ms = _naive_keras(args.arch, args.dataset, args.batch_size, args.steps, args.data_dir,
+                                              _model_options(args))
+        print(json.dumps({"images_per_s": round(window, 1), "median_step_images_per_s": round(median, 1),
+                          "cpu_ms_per_image": round(cpu_ms, 3)}))
         return 0
     report = benchmark(args)
     if args.json:
