@@ -2,7 +2,6 @@
 
     python -m tfcnn.evaluate --model saved_models/NAME --dataset mnist [--out DIR]
 """
-import json
 import os
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from tfcnn import runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 
@@ -61,7 +61,8 @@ def plot_confusion_matrix(y_true, y_pred, class_names, path, title="Confusion ma
         include_values=len(class_names) <= 20)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with runfiles.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -85,7 +86,8 @@ def plot_curves(history_csv, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with runfiles.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -96,14 +98,12 @@ def labelled(class_names, class_ids=None):
     return [f"{name} ({i})" for name, i in zip(class_names, class_ids)]
 
 
-def write_report(model, images, labels, class_names, out_dir, extra=None, batch_size=256, class_ids=None):
-    """Evaluate `model` and write metrics.json, classification_report.txt, confusion_matrix.png.
+def test_report(model, images, labels, class_names, extra=None, batch_size=256, class_ids=None):
+    """Evaluate `model`: (metrics = {**extra, "test": ...}, classification report text, predicted labels).
 
     class_ids: the classes' ids in the full dataset (a subset such as cifar100:0,55,58), kept in the
-    metrics and shown beside the names in the report and the figure.
+    metrics and shown beside the names in the report.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     probs = predict_proba(model, images, batch_size)
     metrics, _ = compute_metrics(labels, probs, class_names)
     _, report = compute_metrics(labels, probs, labelled(class_names, class_ids))
@@ -111,11 +111,23 @@ def write_report(model, images, labels, class_names, out_dir, extra=None, batch_
         metrics["class_ids"] = [int(i) for i in class_ids]
         for name, i in zip(class_names, class_ids):
             metrics["per_class"][name]["id"] = int(i)
-    metrics = {**(extra or {}), "test": metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out_dir / "classification_report.txt").write_text(report)
-    plot_confusion_matrix(labels, probs.argmax(axis=1), labelled(class_names, class_ids),
-                          out_dir / "confusion_matrix.png")
+    return {**(extra or {}), "test": metrics}, report, probs.argmax(axis=1)
+
+
+def write_report_files(out_dir, report, labels, predicted, class_names, class_ids=None):
+    """classification_report.txt and confusion_matrix.png, each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runfiles.write_text(out_dir / "classification_report.txt", report)
+    plot_confusion_matrix(labels, predicted, labelled(class_names, class_ids), out_dir / "confusion_matrix.png")
+
+
+def write_report(model, images, labels, class_names, out_dir, extra=None, batch_size=256, class_ids=None):
+    """Evaluate `model` and write classification_report.txt, confusion_matrix.png and, last, metrics.json
+    (each atomically). Returns (metrics, report text)."""
+    metrics, report, predicted = test_report(model, images, labels, class_names, extra, batch_size, class_ids)
+    write_report_files(out_dir, report, labels, predicted, class_names, class_ids)
+    runfiles.write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics, report
 
 
