@@ -232,18 +232,22 @@ def _fingerprint(path):
     return [str(path)] + [(rel, st.st_size, st.st_mtime_ns) for rel, st in stats]
 
 
+_unwritable_caches = set()
+
+
 def _cached(kind, path, build):
     """`build()` (a dict of arrays), memoised as an .npz keyed by the source's fingerprint."""
     fingerprint = _fingerprint(path)
     source = hashlib.sha256(fingerprint[0].encode()).hexdigest()[:12]
     version = hashlib.sha256(json.dumps([_CACHE_VERSION, fingerprint]).encode()).hexdigest()[:12]
     file = _cache_dir() / f"{kind}-{source}-{version}.npz"
-    if file.exists():
-        try:
-            with np.load(file, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            log.warning("ignoring unreadable cache %s (%s)", file, _one_line(exc))
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        pass  # no cache, or a folder this user cannot reach: the write below says so if it fails too
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        log.warning("ignoring unreadable cache %s (%s)", file, _one_line(exc))
     arrays = build()
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +263,10 @@ def _cached(kind, path, build):
             if stale != file:
                 stale.unlink(missing_ok=True)
     except OSError as exc:  # a read-only or full home is no reason to fail the load
-        log.warning("could not write the decoded-array cache in %s (%s)", file.parent, _one_line(exc))
+        if file.parent not in _unwritable_caches:  # one warning, not one per archive
+            _unwritable_caches.add(file.parent)
+            log.warning("skipping the decoded-array cache: cannot write in %s (%s); set TFCNN_CACHE_DIR to a "
+                        "writable folder to keep the decoded images", file.parent, _one_line(exc))
     return arrays
 
 
