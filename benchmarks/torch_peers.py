@@ -99,6 +99,8 @@ def main():
     ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                     help="bfloat16: autocast the forward pass to bfloat16 (default float32)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (default: eager)")
+    ap.add_argument("--profile", action="store_true",
+                    help="run the timed steps under torch.profiler and add each op's self CPU ms per step")
     a = ap.parse_args()
     model, opt = build(a.arch, a.dataset, a.stack_n, a.width)
     x = torch.rand(a.batch_size, *SHAPES[a.dataset])
@@ -116,10 +118,13 @@ def main():
     first_step_s = time.perf_counter() - start
     for _ in range(a.warmup - 1):
         step()
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if a.profile \
+        else contextlib.nullcontext()
     marks, cpu0 = [time.perf_counter()], time.process_time()
-    for _ in range(a.steps):
-        step()
-        marks.append(time.perf_counter())
+    with profiler:
+        for _ in range(a.steps):
+            step()
+            marks.append(time.perf_counter())
     cpu_ms_per_image = 1e3 * (time.process_time() - cpu0) / (a.steps * a.batch_size)  # all threads
     dt = marks[-1] - marks[0]
     median_step = sorted(end - start for start, end in zip(marks, marks[1:]))[a.steps // 2]
@@ -130,7 +135,10 @@ def main():
                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                       "train_images_per_s": round(a.steps * a.batch_size / dt, 1),
                       "median_step_images_per_s": round(a.batch_size / median_step, 1),
-                      "cpu_ms_per_image": round(cpu_ms_per_image, 3)}))
+                      "cpu_ms_per_image": round(cpu_ms_per_image, 3),
+                      **({"profile_ms_per_step": {e.key: e.self_cpu_time_total / 1e3 / a.steps
+                                                  for e in profiler.key_averages() if e.self_cpu_time_total > 0}}
+                         if a.profile else {})}))
 
 
 if __name__ == "__main__":
