@@ -77,8 +77,10 @@ def test_the_dispatcher_and_import_tfcnn_load_no_tensorflow():
 def test_commands_behave_as_python_m(args, tmp_path):
     via_script = _run(*TFCNN, *args, cwd=tmp_path)
     via_module = _run(sys.executable, "-m", f"tfcnn.{args[0]}", *args[1:], cwd=tmp_path)
+    # The same, except that argparse names the command as typed: "tfcnn predict", not "python -m tfcnn.predict".
+    as_typed = via_module.stderr.replace(f"python -m tfcnn.{args[0]}", f"tfcnn {args[0]}")
     assert (via_script.returncode, via_script.stdout, via_script.stderr) == \
-           (via_module.returncode, via_module.stdout, via_module.stderr)
+           (via_module.returncode, via_module.stdout, as_typed)
     assert via_script.returncode == (0 if args[0] == "pretrained" else 2)
     assert len(via_script.stderr.splitlines()) == (0 if args[0] == "pretrained" else 1)
 
@@ -99,3 +101,10 @@ def test_predict_with_the_shipped_onnx_model(tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stderr
     results = json.loads(done.stdout)["results"]
     assert [int(r["top_k"][0]["class"]) for r in results] == y.tolist() == [7, 2, 1]
+
+
+def test_usage_names_the_command_as_typed():
+    done = _run(*TFCNN, "predict", "--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: tfcnn predict [-h] --model MODEL")
+    done = _run(sys.executable, "-m", "tfcnn.predict", "--help")
+    assert done.stdout.startswith("usage: python -m tfcnn.predict")

@@ -54,6 +54,9 @@ def main(argv=None):
     # As `python -m`: the module runs as __main__ with sys.argv[1:] as its flags, so its own block
     # (run_cli, exit status, launch's SIGTERM handler) decides everything from here on.
     sys.argv = [f"tfcnn {command}", *args]
+    from tfcnn import errors
+
+    errors.INVOKED_AS = f"tfcnn {command}"  # argparse's usage and errors name the command as typed
     runpy.run_module(module, run_name="__main__", alter_sys=True)
     return 0
 
