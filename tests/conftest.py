@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the offline dataset copies live."""
+"""Shared test fixtures: where the offline dataset copies live; --slow for the long tests."""
 import pathlib
 import sys
 
@@ -7,6 +7,20 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Lets `pytest` import tfcnn from a plain checkout, before `pip install -e .`.
 sys.path.insert(0, str(REPO))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run the tests marked slow (e.g. every fault-injection point of tests/test_faults.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or config.option.markexpr:  # -m picks the tests itself
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 @pytest.fixture(scope="session")

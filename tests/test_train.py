@@ -1,6 +1,7 @@
 """The trainer end to end on small slices of the real datasets."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -68,54 +69,26 @@ def test_missing_data_dir_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-KILL_AFTER_EPOCH_1 = """
-import os, signal, sys, keras
-from tfcnn import config, train
-class Kill(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-cfg = config.make_config(dict(arg.split("=", 1) for arg in sys.argv[1:]))
-train.train_and_evaluate(cfg, callbacks=[Kill()])
-"""
-
-
-def test_run_killed_after_epoch_1_resumes_to_the_same_result(tmp_path, shared_data):
-    common = dict(arch="lenet5", dataset="mnist", data_dir=str(shared_data), limit_train="1024", limit_test="500",
-                  epochs="3", batch_size="64", schedule="cosine", deterministic="true", verbose="0", tensorboard="false",
-                  runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved"))
-    args = [f"{k}={v}" for k, v in common.items()]
+def test_two_runs_on_one_name_one_trains_the_other_exits_2_naming_it(tmp_path, shared_data):
+    """Started together: whichever takes runs/dup's lock first trains; the other stops with one line naming it."""
+    args = [sys.executable, "-m", "tfcnn.train", *_quick(tmp_path, shared_data, "--arch", "lenet5", "--epochs", "2",
+                                                         "--limit-train", "512", "--limit-test", "200",
+                                                         "--name", "dup")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_EPOCH_1, *args, "name=broken"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    run = tmp_path / "runs" / "broken"
-    assert not (run / "metrics.json").exists()
-    assert json.loads((run / "backup_train" / "training_metadata.json").read_text())["epoch"] == 1
-
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in common.items() if k not in ("deterministic", "tensorboard")]
-    flags += ["--deterministic", "--no-tensorboard"]
-    resumed = _cli([*flags, "--name", "broken"], REPO)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming train of broken after epoch 1/3" in resumed.stdout
-    unbroken = _cli([*flags, "--name", "whole"], REPO)
-    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
-
-    a = json.loads((run / "metrics.json").read_text())
-    b = json.loads((tmp_path / "runs" / "whole" / "metrics.json").read_text())
-    assert a["epochs"] == b["epochs"] == 3
-    assert a["test"]["accuracy"] == pytest.approx(b["test"]["accuracy"], abs=1e-9)
-    assert a["test"]["loss"] == pytest.approx(b["test"]["loss"], rel=1e-5)
-    history_a = np.loadtxt(run / "history.csv", delimiter=",", skiprows=1)
-    history_b = np.loadtxt(tmp_path / "runs" / "whole" / "history.csv", delimiter=",", skiprows=1)
-    assert history_a.shape == history_b.shape
-    # Every column but the epoch timings matches.
-    header = (run / "history.csv").read_text().splitlines()[0].split(",")
-    keep = [i for i, name in enumerate(header) if name != "epoch_time_s"]
-    np.testing.assert_allclose(history_a[:, keep], history_b[:, keep], rtol=1e-5)
-
-    again = _cli([*flags, "--name", "whole"], REPO, timeout=120)
-    assert again.returncode == 2 and "already finished" in again.stderr
+    procs = [subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    codes = [proc.returncode for proc in procs]
+    assert sorted(codes) == [0, 2], [err[-2000:] for _, err in outputs]
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    lines = outputs[loser][1].strip().splitlines()
+    run = tmp_path / "runs" / "dup"
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: run folder {run} is in use by pid {procs[winner].pid} on host {socket.gethostname()} (since "), lines
+    assert lines[0].endswith("); wait for it to finish or choose another --name")
+    assert "run dup:" not in outputs[loser][0] and "done: dup" in outputs[winner][0]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert not (tmp_path / "runs" / ".dup.lock").exists()  # released by the winner on its way out
 
 
 def test_same_seed_same_metrics_and_nan_stops_cleanly(tmp_path, shared_data):

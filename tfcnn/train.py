@@ -9,11 +9,18 @@ A run lives in runs/<name>/: config.json, history.csv, logs/ (TensorBoard), best
 curves.png, model.keras. The final model is exported to saved_models/<name>/. Starting the same
 command again with the same --name continues an interrupted run from its last finished epoch.
 
+Nothing is lost under faults (README, "When things go wrong"): one process owns a run folder (a lock
+beside it, tfcnn.runfiles); every file is written to a temporary sibling and renamed into place, and
+the checkpoints come from tfcnn.checkpoints, so a kill at any moment leaves whole files and the same
+command resumes to the same result; metrics.json, written last, marks the run finished; a full disk
+stops the run with one line and it resumes once space is freed.
+
 Under a mirrored strategy (--strategy mirrored, or multiworker with TF_CONFIG: README, "Training on several
 machines") the epochs run in tfcnn.distributed.EpochLoop instead of model.fit, with the same callbacks and
 files; in a multi-worker run the chief (worker 0) alone writes them.
 """
 import atexit
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,11 +35,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
-from tfcnn import config as config_lib
+from tfcnn import config as config_lib, runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
-# Fields that may differ between an interrupted run and its resumption.
-_RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "peer_timeout"}
+# Fields that may differ between an interrupted run and its resumption (a run folder may have been moved).
+_RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "peer_timeout", "runs_dir",
+                "saved_models_dir"}
 
 
 def configure_runtime(config):
@@ -118,50 +126,73 @@ def make_strategy(config):
     return tf.distribute.get_strategy()
 
 
-def _prepare_run_dir(config):
-    run_dir = Path(config.runs_dir) / config.name
+def _check_run_dir(config, run_dir):
+    """Refuse a finished run, or an unfinished one with other settings, before any work (reads only)."""
     saved = run_dir / "config.json"
-    if (run_dir / "metrics.json").exists() and not config.overwrite:
+    if config.overwrite:
+        return
+    if (run_dir / "metrics.json").exists():
         raise TfcnnError(f"run {run_dir} already finished; choose another --name or pass --overwrite to replace it")
-    if saved.exists() and not config.overwrite:
+    if saved.exists():
         old = json.loads(saved.read_text())
         changed = config.changed_from(old, _RESUME_FREE)
         if changed:
             raise TfcnnError(f"{run_dir} holds an unfinished run with different settings ({', '.join(changed)}); "
                              "resume it with the same settings or choose another --name")
+
+
+def _prepare_run_dir(config, run_dir):
     if config.overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config.to_json(saved)
-    return run_dir
+    runfiles.remove_temporaries(run_dir)  # what a killed run was writing; this process holds the folder's lock
+    with runfiles.atomic_path(run_dir / "config.json") as tmp:
+        config.to_json(tmp)
 
 
-def _completed_epochs(backup_dir):
-    meta = Path(backup_dir) / "training_metadata.json"
-    return json.loads(meta.read_text())["epoch"] if meta.exists() else 0
+@contextlib.contextmanager
+def _full_disk_stops_the_run(folder, model, run_folders):
+    """A full disk under `folder` ends the run with one line instead of a traceback: every file was written
+    atomically, so the last good checkpoint is whole and the same command resumes once space is freed."""
+    try:
+        yield
+    except Exception as exc:
+        if not runfiles.out_of_space(exc):
+            raise
+        raise runfiles.out_of_space_error(folder, _space_needed(model, run_folders)) from None
 
 
-def _make_callbacks(config, run_dir, stage, initial_epoch, best_so_far, backup=True):
-    """tfcnn's callbacks for both loops; `backup`: Keras' BackupAndRestore (model.fit's; the distributed loop
-    checkpoints itself)."""
+def _space_needed(model, run_folders):
+    """Free space the rest of a run needs, roughly: at its peak a run holds two backup copies while a third is
+    being written, the best weights, model.keras (each a checkpoint: weights and optimizer slots) and the
+    SavedModel (a checkpoint and the bare weights), plus ~2 MB of figures and logs; less what `run_folders`
+    (the run's and its saved model's) hold already."""
+    weights = 4 * model.count_params()
+    checkpoint = 3 * weights  # the weights and two optimizer slots (Adam's; SGD's momentum has one)
+    held = sum(f.stat().st_size for folder in run_folders if folder.exists() for f in folder.rglob("*") if f.is_file())
+    return max(6 * checkpoint + weights + 2**21 - held, 2**20)
+
+
+def _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True):
+    """tfcnn's callbacks for both loops; `backup`: BackupAndRestore (model.fit's; the distributed loop checkpoints
+    itself), restoring `restore` (checkpoints.restore_point). It goes last, after any `extra` callbacks: an epoch
+    counts as done once every other file holds it, so a kill before that redoes the epoch and loses nothing."""
+    from tfcnn import checkpoints
+
     history = run_dir / ("history.csv" if stage == "train" else f"history_{stage}.csv")
-    if history.exists():
-        # Drop rows of epochs the backup does not hold (killed between the two writes).
-        lines = history.read_text().splitlines()
-        history.write_text("\n".join(lines[: 1 + initial_epoch]) + "\n" if lines else "")
-    timer = EpochTimer()
+    checkpoints.trim_history(history, initial_epoch)  # rows of epochs the backup does not hold
     callbacks = [
-        timer,
+        EpochTimer(),
         NanGuard(),
-        *([keras.callbacks.BackupAndRestore(str(run_dir / f"backup_{stage}"), double_checkpoint=True)] if backup else []),
-        keras.callbacks.ModelCheckpoint(
+        checkpoints.ModelCheckpoint(
             str(run_dir / "best.weights.h5"), monitor="val_accuracy", mode="max", save_best_only=True,
-            save_weights_only=True, initial_value_threshold=best_so_far),
-        keras.callbacks.CSVLogger(str(history), append=initial_epoch > 0),
+            save_weights_only=True, initial_value_threshold=_best_val_from_history(run_dir)),
+        checkpoints.CSVLogger(str(history), append=initial_epoch > 0),
     ]
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs" / stage), profile_batch=0))
-    return callbacks, timer
+        callbacks.append(checkpoints.TensorBoard(str(run_dir / "logs" / stage), profile_batch=0))
+    last = [checkpoints.BackupAndRestore(run_dir / f"backup_{stage}", restore)] if backup else []
+    return callbacks, last
 
 
 def _best_val_from_history(run_dir):
@@ -180,21 +211,14 @@ def _best_val_from_history(run_dir):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds epoch_time_s to the logs (so history.csv has it) and sums the training time."""
-
-    def on_train_begin(self, logs=None):
-        self.total = 0.0
-        self.epochs = 0
+    """Adds epoch_time_s to the logs, so history.csv has it."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        elapsed = time.perf_counter() - self._start
-        self.total += elapsed
-        self.epochs += 1
         if logs is not None:
-            logs["epoch_time_s"] = elapsed
+            logs["epoch_time_s"] = time.perf_counter() - self._start
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -213,49 +237,54 @@ class NanGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, best_so_far, strategy, chief,
-               extra_callbacks=()):
+def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, chief, extra_callbacks=()):
     """One training stage, resumed after its last finished epoch: model.fit on one device, the distributed
     EpochLoop under a tf.distribute strategy (Keras 3.15's fit cannot run under MultiWorkerMirroredStrategy,
-    keras-team/keras#20585). Returns the EpochTimer, None when the stage had finished before."""
-    from tfcnn import distributed
+    keras-team/keras#20585)."""
+    from tfcnn import checkpoints, distributed
     from tfcnn.data import train_epochs
 
     backup = run_dir / f"backup_{stage}"
-    done = (run_dir / f"{stage}.done")
-    loop = None
+    done = run_dir / f"{stage}.done"
+    loop = restore = None
     if _custom_loop(strategy):
         loop = distributed.EpochLoop(model, strategy, backup, pipes.val.element_spec)
         with distributed.peers_required(strategy):
             initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch
+        if initial_epoch >= epochs:
+            return
     elif done.exists():
-        return None  # finished before an interruption in a later stage
+        shutil.rmtree(backup, ignore_errors=True)  # killed between marking the stage done and removing its backup
+        return
     else:
-        initial_epoch = _completed_epochs(backup)
-    if initial_epoch >= epochs:
-        return None
-    if initial_epoch:
+        restore = checkpoints.restore_point(backup)  # raises if its checkpoint files are damaged beyond use
+        initial_epoch = restore[0] if restore else 0
+    if 0 < initial_epoch < epochs:
         print(f"resuming {stage} of {run_dir.name} after epoch {initial_epoch}/{epochs}", flush=True)
-    callbacks, timer = _make_callbacks(config, run_dir, stage, initial_epoch, best_so_far, backup=loop is None)
-    callbacks += list(extra_callbacks)
-    train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
+    if initial_epoch < epochs:
+        callbacks, last = _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=loop is None)
+        callbacks += [*extra_callbacks, *last]
+        train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
+        if loop is None:
+            model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps,
+                      shuffle=False, callbacks=callbacks, verbose=config.verbose)
+        else:
+            callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_progbar=config.verbose > 0,
+                                                         epochs=epochs, steps=steps, verbose=config.verbose)
+            with distributed.peers_required(strategy):
+                loop.fit(train, pipes.val, epochs=epochs, initial_epoch=initial_epoch, steps=steps,
+                         callbacks=callback_list)
+        guard = next(c for c in callbacks if isinstance(c, NanGuard))
+        if guard.failed_at is not None:
+            best = run_dir / "best.weights.h5"
+            kept = (f"the best checkpoint of the earlier epochs is kept in {best}" if best.exists()
+                    else "no epoch had finished")
+            raise TfcnnError(f"loss became NaN/inf in epoch {guard.epoch + 1}, batch {guard.failed_at}; stopped "
+                             f"({kept}). Lower --lr or add --warmup-epochs.")
+    runfiles.write_text(done, "ok\n")
     if loop is None:
-        model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps,
-                  shuffle=False, callbacks=callbacks, verbose=config.verbose)
-    else:
-        callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_progbar=config.verbose > 0,
-                                                     epochs=epochs, steps=steps, verbose=config.verbose)
-        with distributed.peers_required(strategy):
-            loop.fit(train, pipes.val, epochs=epochs, initial_epoch=initial_epoch, steps=steps,
-                     callbacks=callback_list)
-    guard = next(c for c in callbacks if isinstance(c, NanGuard))
-    if guard.failed_at is not None:
-        best = run_dir / "best.weights.h5"
-        kept = f"the best checkpoint of the earlier epochs is kept in {best}" if best.exists() else "no epoch had finished"
-        raise TfcnnError(f"loss became NaN/inf in epoch {guard.epoch + 1}, batch {guard.failed_at}; stopped ({kept}). "
-                         "Lower --lr or add --warmup-epochs.")
-    done.write_text("ok\n")
-    return timer
+        runfiles.fault("stage.done")
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def _custom_loop(strategy):
@@ -298,24 +327,37 @@ def _build_model(config, pipes, num_classes):
 def train_and_evaluate(config, callbacks=()):
     """Train per `config`, evaluate the best (validation) checkpoint on test, write every artefact.
 
-    `callbacks` are extra Keras callbacks, run after tfcnn's own. Returns the metrics dict that is also written to
-    runs/<name>/metrics.json (None on a multi-worker run's other workers, which write no run).
+    `callbacks` are extra Keras callbacks, run after tfcnn's own (but before the backup, which marks an epoch
+    done). Returns the metrics dict that is also written to runs/<name>/metrics.json (None on a multi-worker
+    run's other workers, which write no run).
     """
     if config.verbose is None:  # progress bars for a terminal, one line per epoch for a log file or pipe
         config = dataclasses.replace(config, verbose=1 if sys.stdout.isatty() else 2)
     strategy, precision = configure_runtime(config)
-    from tfcnn import data, distributed, evaluate, export, transfer
-    from tfcnn.optim import make_optimizer, with_sam
+    from tfcnn import distributed
 
     if not config.name:
         config.name = f"{config.arch}-{config.dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     chief = distributed.is_chief(strategy)
+    scratch = None
     if not chief:
         # Multi-worker: every worker runs the same steps (collectives need all of them), but only the
         # chief's files are kept; the others write to a scratch folder that is removed at exit.
         scratch = tempfile.mkdtemp(prefix="tfcnn-worker-")
         atexit.register(shutil.rmtree, scratch, True)
         config = dataclasses.replace(config, runs_dir=scratch, saved_models_dir=scratch, tensorboard=False, verbose=0)
+    run_dir = Path(config.runs_dir) / config.name
+    with runfiles.Lock(run_dir, "run folder", hint="wait for it to finish or choose another --name"):
+        runfiles.fault("lock")
+        _check_run_dir(config, run_dir)
+        return _run(config, callbacks, strategy, precision, chief, scratch, run_dir)
+
+
+def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
+    """train_and_evaluate, holding the run folder's lock."""
+    from tfcnn import data, distributed, transfer
+    from tfcnn.optim import make_optimizer, with_sam
+
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     ds = data.load(config.dataset, config.data_dir, classes=config.classes)
@@ -324,52 +366,61 @@ def train_and_evaluate(config, callbacks=()):
                                 one_hot=config.label_smoothing > 0, cutout=config.cutout)
     if pipes.val_size == 0:
         raise TfcnnError("the validation split is empty; the best checkpoint is chosen on it, so use --val-fraction > 0")
-    run_dir = _prepare_run_dir(config)
     steps = math.ceil(pipes.train_size / global_batch)
-    if not chief:
-        print(f"{distributed.task_name(strategy)}: training {config.name} with the chief; its files go to scratch "
-              f"{scratch}", flush=True)
-    print(f"run {config.name}: {config.arch} on {config.dataset} ({pipes.train_size} train / {pipes.val_size} val / "
-          f"{pipes.test_size} test), {replicas} replica(s), global batch {global_batch}, {precision}, "
-          f"{config.epochs} epochs -> {run_dir}  (resume: same command with --name {config.name})", flush=True)
-
     with strategy.scope():
         model, plain, frozen = _build_model(config, pipes, ds.num_classes)
         decoupled = config.arch != "resnet" or bool(config.init_from)
         _compile(model, config, make_optimizer(config, steps, decoupled_weight_decay=decoupled), ds.num_classes)
-    if frozen:
-        print(f"frozen {len(frozen)} layers: {', '.join(frozen[:6])}{', ...' if len(frozen) > 6 else ''}", flush=True)
+    saved_dir = Path(config.saved_models_dir) / config.name
+    with _full_disk_stops_the_run(run_dir, plain, (run_dir, saved_dir)):
+        _prepare_run_dir(config, run_dir)
+        if not chief:
+            print(f"{distributed.task_name(strategy)}: training {config.name} with the chief; its files go to scratch "
+                  f"{scratch}", flush=True)
+        print(f"run {config.name}: {config.arch} on {config.dataset} ({pipes.train_size} train / {pipes.val_size} "
+              f"val / {pipes.test_size} test), {replicas} replica(s), global batch {global_batch}, {precision}, "
+              f"{config.epochs} epochs -> {run_dir}  (resume: same command with --name {config.name})", flush=True)
+        if frozen:
+            print(f"frozen {len(frozen)} layers: {', '.join(frozen[:6])}{', ...' if len(frozen) > 6 else ''}",
+                  flush=True)
 
-    start = time.perf_counter()
-    best = _best_val_from_history(run_dir)
-    timer = _fit_stage(model, config, pipes, run_dir, "train", config.epochs, steps, best, strategy, chief, callbacks)
-    train_time = timer.total if timer else 0.0
-    epochs_run = timer.epochs if timer else 0
-    if config.fine_tune_epochs:
-        # Second stage: everything but BatchNorm trains, at a lower rate, from the stage-1 best weights
-        # (the chief's: other workers get them from it when the stage starts).
-        if chief:
-            plain.load_weights(run_dir / "best.weights.h5")
-        with strategy.scope():
-            transfer.unfreeze_for_fine_tuning(plain)
-            model = with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
-            lr = config.fine_tune_lr or config.lr / 10
-            _compile(model, config, make_optimizer(config, steps, lr=lr, epochs=config.fine_tune_epochs,
-                                                   decoupled_weight_decay=decoupled), ds.num_classes)
-        timer2 = _fit_stage(model, config, pipes, run_dir, "fine_tune", config.fine_tune_epochs, steps,
-                            _best_val_from_history(run_dir), strategy, chief, callbacks)
-        if timer2:
-            train_time += timer2.total
-            epochs_run += timer2.epochs
-    wall = time.perf_counter() - start
-    if distributed.is_multi_worker(strategy):
-        # Workers apply the same all-reduced gradients to the same weights: their copies must be bit-identical.
-        print(f"{distributed.task_name(strategy)}: final weights sha256 {distributed.weights_fingerprint(plain)}",
-              flush=True)
-    if not chief:
-        with distributed.peers_required(strategy):
-            distributed.barrier(strategy)  # stay in the cluster until the chief has written the run
-        return None
+        start = time.perf_counter()
+        _fit_stage(model, config, pipes, run_dir, "train", config.epochs, steps, strategy, chief, callbacks)
+        if config.fine_tune_epochs:
+            # Second stage: everything but BatchNorm trains, at a lower rate, from the stage-1 best weights
+            # (the chief's: other workers get them from it when the stage starts).
+            if chief:
+                plain.load_weights(run_dir / "best.weights.h5")
+            with strategy.scope():
+                transfer.unfreeze_for_fine_tuning(plain)
+                model = with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
+                lr = config.fine_tune_lr or config.lr / 10
+                _compile(model, config, make_optimizer(config, steps, lr=lr, epochs=config.fine_tune_epochs,
+                                                       decoupled_weight_decay=decoupled), ds.num_classes)
+            _fit_stage(model, config, pipes, run_dir, "fine_tune", config.fine_tune_epochs, steps, strategy, chief,
+                       callbacks)
+        wall = time.perf_counter() - start
+        if distributed.is_multi_worker(strategy):
+            # Workers apply the same all-reduced gradients to the same weights: their copies must be bit-identical.
+            print(f"{distributed.task_name(strategy)}: final weights sha256 {distributed.weights_fingerprint(plain)}",
+                  flush=True)
+        if not chief:
+            with distributed.peers_required(strategy):
+                distributed.barrier(strategy)  # stay in the cluster until the chief has written the run
+            return None
+
+        metrics = _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, wall=wall,
+                                     precision=precision, replicas=replicas, frozen=frozen)
+    with distributed.peers_required(strategy):
+        distributed.barrier(strategy)
+    return metrics
+
+
+def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *, wall, precision, replicas, frozen):
+    """Evaluate the best checkpoint on test; write the report, figures, model.keras, the SavedModel and,
+    last, metrics.json (which marks the run finished: the same command then stops at once, so every other
+    file must be whole before it exists). Returns the metrics."""
+    from tfcnn import distributed, evaluate, export
 
     # Test metrics come from the float32 model that is saved and exported (and that
     # `python -m tfcnn.evaluate` reproduces), not from its bfloat16 rewrite.
@@ -378,6 +429,8 @@ def train_and_evaluate(config, callbacks=()):
     if _custom_loop(strategy):
         plain = distributed.outside_strategy(plain)  # evaluated, saved and exported by the chief alone
     hist = _history_rows(run_dir)
+    # Times summed over history.csv: a resumed run counts the epochs of its earlier processes too.
+    train_time = sum(float(row.get("epoch_time_s", 0)) for row in hist)
     best_epoch = max(hist, key=lambda r: r.get("val_accuracy", -1)) if hist else {}
     extra = {
         "run": config.name, "arch": config.arch, "dataset": config.dataset,
@@ -386,25 +439,28 @@ def train_and_evaluate(config, callbacks=()):
         "best_val_accuracy": best_epoch.get("val_accuracy"),
         "final_val_accuracy": hist[-1].get("val_accuracy") if hist else None,
         "train_time_s": round(train_time, 2), "wall_time_s": round(wall, 2),
-        "epoch_time_s": round(train_time / epochs_run, 3) if epochs_run else None,
-        "train_images_per_s": round(pipes.train_size * epochs_run / train_time, 1) if train_time else None,
+        "epoch_time_s": round(train_time / len(hist), 3) if hist else None,
+        "train_images_per_s": round(pipes.train_size * len(hist) / train_time, 1) if train_time else None,
         "precision_policy": precision, "replicas": replicas, "frozen_layers": frozen,
     }
     class_ids = ds.class_ids or list(range(ds.num_classes))
-    metrics, _ = evaluate.write_report(plain, pipes.x_test, pipes.y_test, pipes.class_names, run_dir, extra=extra,
-                                       class_ids=class_ids)
+    metrics, report, predicted = evaluate.test_report(plain, pipes.x_test, pipes.y_test, pipes.class_names,
+                                                      extra=extra, class_ids=class_ids)
+    runfiles.fault("evaluate")
+    evaluate.write_report_files(run_dir, report, pipes.y_test, predicted, pipes.class_names, class_ids)
     if hist:
         evaluate.plot_curves(run_dir / "history.csv", run_dir / "curves.png")
-    plain.save(run_dir / "model.keras")
+    with runfiles.atomic_path(run_dir / "model.keras") as tmp:
+        plain.save(tmp)
     meta = {"name": config.name, "arch": config.arch, "dataset": config.dataset,
             "class_names": list(pipes.class_names), "class_ids": [int(i) for i in class_ids],
             "input_shape": list(pipes.image_shape),
             "preprocessing": "raw pixels 0-255, float32, NHWC; normalisation is inside the model",
             "mean": pipes.mean.tolist(), "std": pipes.std.tolist(),
             "test_accuracy": metrics["test"]["accuracy"]}
-    target = export.export_saved_model(plain, Path(config.saved_models_dir) / config.name, meta)
-    with distributed.peers_required(strategy):
-        distributed.barrier(strategy)
+    with _full_disk_stops_the_run(saved_dir, plain, (run_dir, saved_dir)):
+        target = export.export_saved_model(plain, saved_dir, meta)
+    runfiles.write_json(run_dir / "metrics.json", metrics)
     t = metrics["test"]
     print(f"done: {config.name} test accuracy {t['accuracy']:.4f} (macro F1 {t['f1_macro']:.4f}), "
           f"best val {extra['best_val_accuracy']:.4f} at epoch {extra['best_epoch']}, "
