@@ -1,4 +1,4 @@
-"""tfcnn.runfiles: locks held by real processes, atomic writes, disk-full detection, fault points (no TensorFlow)."""
+"""tfcnn.runfiles: locks held by real processes, atomic writes, disk-full detection, fault points."""
 import errno
 import json
 import os
@@ -110,3 +110,26 @@ def test_out_of_space_is_recognised_however_it_is_worded():
     assert not runfiles.out_of_space(OSError(errno.EACCES, "Permission denied"))
     message = str(runfiles.out_of_space_error("runs/x", 5 * 2**20 + 1))
     assert message == "no space left on runs/x: about 6 MB needed; free space and re-run the same command to resume"
+
+
+def test_an_export_target_and_a_grid_folder_are_owned_like_a_run(tmp_path):
+    from tfcnn import experiments, export
+
+    target = tmp_path / "saved_models" / "lenet"
+    holder = _holder(target)
+    try:
+        with pytest.raises(TfcnnError, match=f"^export target {target} is in use by pid {holder.pid} .*another --out$"):
+            export.export_saved_model(None, target, {})  # refused before the model is touched
+        assert not target.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    grid = tmp_path / "runs" / "lenet-variants"
+    holder = _holder(grid)
+    try:
+        with pytest.raises(TfcnnError, match=f"^experiment grid {grid} is in use by pid {holder.pid} "):
+            experiments.run_grid("lenet-variants", runs_dir=str(tmp_path / "runs"))
+        assert not grid.exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -11,6 +11,8 @@ artefact X comes with X.json (class names, input shape, preprocessing, check), w
 
 Writes are atomic: an artefact is written to a temporary sibling and renamed into place only once
 it passed its check, so a failed or interrupted export never leaves anything under the target name.
+One process writes a target at a time: a second export to it stops with one line naming the first
+(tfcnn.runfiles.Lock, a .<name>.lock file beside the target).
 """
 import contextlib
 import json
@@ -25,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from tfcnn import runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.meta import META_FILE, read_meta  # noqa: F401  (read_meta: part of this module's API)
 
@@ -81,6 +84,21 @@ def _atomic_file(target):
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _exclusive(target):
+    """Own `target` for the block (another process exporting to it stops with one line naming this one,
+    tfcnn.runfiles.Lock) and first remove the temporaries a killed export to it left."""
+    target = Path(target)
+    with runfiles.Lock(target, "export target", hint="wait for it to finish or pass another --out"):
+        for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*", f".{target.stem}.tmp-*{target.suffix}"):
+            for leftover in target.parent.glob(pattern):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+        yield
 
 
 def _write_json(path, obj):
@@ -199,12 +217,14 @@ def export_saved_model(model, target, meta):
     """Write target/ = SavedModel (serving signature: raw 0-255 pixels -> class probabilities),
     target/model.keras and target/tfcnn.json (class names, input shape, preprocessing), and a copy
     of the metadata in target/assets/ so the SavedModel alone carries it."""
-    tmp = _atomic_dir(target)
-    try:
-        _write_saved_model(model, tmp, meta)
-        _replace_dir(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _exclusive(target):
+        tmp = _atomic_dir(target)
+        try:
+            _write_saved_model(model, tmp, meta)
+            runfiles.fault("export")
+            _replace_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return Path(target)
 
 
@@ -228,6 +248,12 @@ def export(model, fmt, target, *, images, meta, tolerance=None, keep=(), images_
     target = Path(target)
     meta = dict(meta)
     about = {"format": fmt, **({"images_from": images_from} if images_from else {})}
+    with _exclusive(target):
+        return _export_owned(model, fmt, target, images, reference, meta, about, tolerance, keep)
+
+
+def _export_owned(model, fmt, target, images, reference, meta, about, tolerance, keep):
+    """export(), holding the target's lock."""
     if fmt == "savedmodel":
         tmp = _atomic_dir(target)
         try:
