@@ -133,3 +133,10 @@ def test_an_export_target_and_a_grid_folder_are_owned_like_a_run(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_lock_in_a_folder_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the runs folder should be")
+    with pytest.raises(TfcnnError, match=f"^cannot create the lock file {blocker}/.dup.lock .*must be in a folder"):
+        runfiles.Lock(blocker / "dup").acquire()

@@ -157,9 +157,8 @@ class Lock:
         self.fd = None
 
     def acquire(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -183,6 +182,16 @@ class Lock:
             raise
         self.fd = fd
         return self
+
+    def _open(self):
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if out_of_space(exc):
+                raise out_of_space_error(self.path.parent, 2**20) from None
+            raise TfcnnError(f"cannot create the lock file {self.path} ({exc.strerror or exc}); the {self.what} "
+                             "must be in a folder this user can write") from None
 
     def _take_over(self, owner):
         if owner is None:
