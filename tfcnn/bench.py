@@ -21,7 +21,9 @@ processes' bursts disturb less on a shared machine.
 Distance to the limit: each round also takes a short TF matmul probe (float32, and bfloat16 where
 the CPU has it natively) in this process, under the training's thread settings; the table shows
 each run's achieved GFLOP/s (the model's counted forward FLOPs per image x 3 for forward and
-backward, x images/s) and its fraction of the matching peak (bfloat16 for bfloat16 runs).
+backward, x images/s) and its fraction of the matching peak (bfloat16 for bfloat16 runs). On a
+machine other processes also use, both are stretched unevenly, so the same is also given per
+CPU-second: a run's FLOPs over the CPU time its process got (CPU ms/img) against the probe's.
 
 `--inference --model saved_models/NAME` times the exports of a saved model instead
 (tfcnn/bench_inference.py).
@@ -442,6 +444,7 @@ def _median_or_none(values):
 
 
 def _peaks(precisions):
+    """{precision: (best GFLOP/s, GFLOP per CPU-second)} of the TF matmul probe."""
     return {p: matmul_peak(p) for p in precisions}
 
 
@@ -487,11 +490,13 @@ def benchmark(args):
     rates = {name: [] for name, _, _ in runs}
     failed = {}
     peaks = {p: [] for p in peak_precisions} if args.peak else {}
+    peaks_cpu = {p: [] for p in peaks}
     for round_ in range(args.repeat):
-        for precision, value in (_peaks(peak_precisions) if args.peak else {}).items():
+        for precision, (value, per_cpu_s) in (_peaks(peak_precisions) if args.peak else {}).items():
             peaks[precision].append(value)
-            print(f"[{round_ + 1}/{args.repeat}] matmul peak {precision}: {value:.1f} GFLOP/s", file=sys.stderr,
-                  flush=True)
+            peaks_cpu[precision].append(per_cpu_s)
+            print(f"[{round_ + 1}/{args.repeat}] matmul peak {precision}: {value:.1f} GFLOP/s, "
+                  f"{per_cpu_s:.1f} GFLOP per CPU-second", file=sys.stderr, flush=True)
         for name, fn, _ in runs:
             if name in failed:
                 continue
@@ -504,6 +509,7 @@ def benchmark(args):
             print(f"[{round_ + 1}/{args.repeat}] {name}: {rates[name][-1][0]:.1f} images/s "
                   f"(median step {rates[name][-1][1]:.1f})", file=sys.stderr, flush=True)
     peak = {p: round(statistics.median(v), 1) for p, v in peaks.items()}
+    peak_cpu = {p: round(statistics.median(v), 1) for p, v in peaks_cpu.items()}
     rows = []
     for name, _, precision in runs:
         if name in failed:
@@ -512,10 +518,15 @@ def benchmark(args):
         values = rates[name]
         window = statistics.median(v[0] for v in values)
         gflops = window * 3 * flops / 1e9
+        cpu_ms = _median_or_none(v[2] for v in values)
+        per_cpu_s = 3 * flops / (cpu_ms * 1e-3) / 1e9 if cpu_ms else None
         rows.append({"run": name, "precision": precision, "images_per_s": round(window, 1),
                      "median_step_images_per_s": round(statistics.median(v[1] for v in values), 1),
                      "runs": [round(v[0], 1) for v in values],
-                     "cpu_ms_per_image": _median_or_none(v[2] for v in values),
+                     "cpu_ms_per_image": cpu_ms,
+                     "gflop_per_cpu_s": round(per_cpu_s, 1) if per_cpu_s else None,
+                     "fraction_of_peak_cpu_time": round(per_cpu_s / peak_cpu[precision], 3)
+                     if per_cpu_s and precision in peak_cpu else None,
                      "epoch_time_s": round(session.pipes.train_size / window, 2),
                      "gflops": round(gflops, 1),
                      "fraction_of_peak": round(gflops / peak[precision], 3) if precision in peak else None})
@@ -549,6 +560,7 @@ def benchmark(args):
             "repeat": args.repeat, "model_options": options, "precision": session.precision, "cpu": cpu_desc,
             "forward_flops_per_image": flops, "train_flops_per_image": 3 * flops,
             "matmul_peak_gflops": peak, "matmul_peak_runs": {p: [round(x, 1) for x in v] for p, v in peaks.items()},
+            "matmul_peak_gflop_per_cpu_s": peak_cpu,
             "train_size": session.pipes.train_size, "devices": names, "results": rows, "ratios": ratios,
             "fastest_pytorch": fastest["run"] if fastest else None,
             "pytorch_missing": args.torch_missing if args.vs_pytorch else None,
@@ -568,21 +580,25 @@ def _print_table(report):
     peak = report["matmul_peak_gflops"]
     if peak:
         print("matmul peak (TF, %d x %d, best call per round, median of rounds): " % (PEAK_SIZE, PEAK_SIZE) +
-              ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peak.items()))
+              ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peak.items()) + "; per CPU-second: " +
+              ", ".join(f"{p} {v:.1f}" for p, v in report["matmul_peak_gflop_per_cpu_s"].items()))
     print(f"training FLOPs per image: {report['train_flops_per_image'] / 1e6:.1f} M "
           f"(forward {report['forward_flops_per_image'] / 1e6:.1f} M x 3)")
     if report.get("pytorch_omp_wait_policy"):
         print(f"PyTorch OMP_WAIT_POLICY: {report['pytorch_omp_wait_policy']}")
     print(f"{'run':34} {'precision':>9} {'images/s':>9} {'median-step':>11} {'epoch s':>8} {'GFLOP/s':>8} "
-          f"{'of peak':>7} {'CPU ms/img':>10}  runs")
+          f"{'of peak':>7} {'CPU ms/img':>10} {'GFLOP/CPU-s':>11} {'of peak':>7}  runs")
     for r in report["results"]:
         if "error" in r:
             print(f"{r['run']:34} {r['precision']:>9}  did not run: {r['error']}")
             continue
         share = f"{100 * r['fraction_of_peak']:6.1f}%" if r["fraction_of_peak"] is not None else f"{'-':>7}"
         cpu_ms = f"{r['cpu_ms_per_image']:10.2f}" if r.get("cpu_ms_per_image") else f"{'-':>10}"
+        per_cpu = f"{r['gflop_per_cpu_s']:11.1f}" if r.get("gflop_per_cpu_s") else f"{'-':>11}"
+        cpu_share = (f"{100 * r['fraction_of_peak_cpu_time']:6.1f}%" if r.get("fraction_of_peak_cpu_time")
+                     else f"{'-':>7}")
         print(f"{r['run']:34} {r['precision']:>9} {r['images_per_s']:9.1f} {r['median_step_images_per_s']:11.1f} "
-              f"{r['epoch_time_s']:8.1f} {r['gflops']:8.1f} {share} {cpu_ms}  {r['runs']}")
+              f"{r['epoch_time_s']:8.1f} {r['gflops']:8.1f} {share} {cpu_ms} {per_cpu} {cpu_share}  {r['runs']}")
     for k, v in report["ratios"].items():
         cpu_time = f", CPU time {v['cpu_time']:.2f}x" if "cpu_time" in v else ""
         print(f"{k:60} {v['window']:6.2f}x  (median step {v['median_step']:.2f}x{cpu_time})")

@@ -44,16 +44,20 @@ def load_average():
 
 
 def matmul_peak(dtype="float32", size=PEAK_SIZE, seconds=PEAK_SECONDS):
-    """The best GFLOP/s of one size x size TF matmul over ~`seconds` (in this process, so under its
-    thread settings): what the machine's GEMM reaches right now."""
+    """(best GFLOP/s, GFLOP per CPU-second) of size x size TF matmuls over ~`seconds`, in this process
+    (so under its thread settings). The first is what the machine's GEMM reaches right now in wall time;
+    the second divides all the probe's FLOPs by the CPU time its threads got, which other processes
+    on the same cores hardly change (compare it with a run's FLOPs per CPU-second)."""
     import tensorflow as tf
 
     a = tf.cast(tf.random.uniform((size, size), seed=1), dtype)
     b = tf.cast(tf.random.uniform((size, size), seed=2), dtype)
     tf.linalg.matmul(a, b)[0, 0].numpy()  # first call: kernel selection, page faults
-    best, end = 0.0, time.perf_counter() + seconds
+    best, calls, cpu0 = 0.0, 0, time.process_time()
+    end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         start = time.perf_counter()
         tf.linalg.matmul(a, b)[0, 0].numpy()
         best = max(best, 2 * size ** 3 / (time.perf_counter() - start) / 1e9)
-    return best
+        calls += 1
+    return best, 2 * size ** 3 * calls / max(time.process_time() - cpu0, 1e-9) / 1e9
