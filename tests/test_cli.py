@@ -108,3 +108,43 @@ def test_usage_names_the_command_as_typed():
     assert done.returncode == 0 and done.stdout.startswith("usage: tfcnn predict [-h] --model MODEL")
     done = _run(sys.executable, "-m", "tfcnn.predict", "--help")
     assert done.stdout.startswith("usage: python -m tfcnn.predict")
+
+
+class _Parser(Exception):
+    """Carries the parser a command's main() built, out of it, before any work."""
+
+
+def _parsers(module_name, monkeypatch):
+    import argparse
+    import importlib
+
+    def grab(self, *args, **kwargs):
+        raise _Parser(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
+    module = importlib.import_module(module_name)
+    with pytest.raises(_Parser) as caught:
+        module.main([])
+    found = [caught.value.args[0]]
+    for action in found[0]._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found += list(action.choices.values())
+    return found
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_flag_says_what_it_does_and_its_default(command, monkeypatch):
+    import argparse
+
+    undocumented = []
+    for parser in _parsers(cli.COMMANDS[command][0], monkeypatch):
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            text = action.help or ""
+            name = "/".join(action.option_strings) or action.dest
+            if not text.strip():
+                undocumented.append(f"{parser.prog} {name}: no help")
+            elif action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+                undocumented.append(f"{parser.prog} {name}: default {action.default!r} not stated")
+    assert undocumented == []

@@ -358,8 +358,8 @@ def _parser():
     parser = ArgumentParser(prog="python -m tfcnn.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="resnet", help=f"one of: {', '.join(models.available())} (default resnet)")
     parser.add_argument("--dataset", help="default: the arch's dataset (resnet: cifar10)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per run (after %d warm-up steps)"
+    parser.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per run, after %d warm-up steps (default 30)"
                         % WARMUP_STEPS)
     parser.add_argument("--stack-n", type=int, help="resnet depth 6n+2 (default 5: ResNet-32)")
     parser.add_argument("--width", type=int, help="two_conv / pooled hidden width")
@@ -367,7 +367,8 @@ def _parser():
     parser.add_argument("--mixed-precision", choices=("auto", "float32", "bfloat16", "float16"),
                         help="override the config's policy (default auto)")
     parser.add_argument("--cpu-threads", type=int, help="intra-op threads (default: TensorFlow's own)")
-    parser.add_argument("--augment", action=__import__("argparse").BooleanOptionalAction, default=None)
+    parser.add_argument("--augment", action=__import__("argparse").BooleanOptionalAction, default=None,
+                        help="time the pipeline with or without augmentation (default: the arch's training default)")
     parser.add_argument("--sources", default="pipeline,synthetic",
                         help="comma list of pipeline,synthetic,one_batch (default pipeline,synthetic)")
     parser.add_argument("--repeat", type=int, help="alternate all runs this many times; report medians "

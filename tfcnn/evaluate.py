@@ -154,10 +154,10 @@ def load_model(path):
 def main(argv=None):
     parser = ArgumentParser(prog="python -m tfcnn.evaluate", description="Evaluate a saved model on a test set.")
     parser.add_argument("--model", required=True, help=".keras file, saved_models/<name> folder or pretrained:NAME")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--dataset", required=True, help="test data: a dataset name as in training, e.g. mnist, cifar100:0,55,58")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default $TFCNN_DATA_DIR, else ./data)")
     parser.add_argument("--classes", default=None, help="comma-separated class subset, as in training")
-    parser.add_argument("--limit-test", type=int, default=None)
+    parser.add_argument("--limit-test", type=int, default=None, help="evaluate only the first N test images (default: all)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>-<dataset>)")
     args = parser.parse_args(argv)
 

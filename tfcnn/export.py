@@ -325,11 +325,11 @@ def _check_images(dataset, data_dir, count, input_shape):
 def main(argv=None):
     parser = ArgumentParser(prog="python -m tfcnn.export", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help=".keras file, saved_models/<name> folder or pretrained:NAME")
-    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--format", required=True, choices=FORMATS, help="what to write: " + ", ".join(FORMATS))
     parser.add_argument("--out", default=None,
                         help="artefact path (a folder for savedmodel); default saved_models/<name>/model.<ext>")
     parser.add_argument("--dataset", default=None, help="test images for the check (default: the model's tfcnn.json)")
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default $TFCNN_DATA_DIR, else ./data)")
     parser.add_argument("--check-images", type=int, default=CHECK_IMAGES,
                         help=f"test images the export is checked on (>= {MIN_CHECK_IMAGES}; default {CHECK_IMAGES})")
     parser.add_argument("--tolerance", type=float, default=None,

@@ -499,11 +499,11 @@ def main(argv=None):
                         help="list the trained models shipped in saved_models/ (use them as pretrained:NAME)")
     parser.add_argument("--dataset", choices=sorted(DATASETS),
                         help="size the model for this dataset (no data is loaded)")
-    parser.add_argument("--input-shape", type=_shape, metavar="H,W,C")
-    parser.add_argument("--num-classes", type=int, metavar="N")
+    parser.add_argument("--input-shape", type=_shape, metavar="H,W,C", help="image shape (default: --dataset's, else the arch's lab input)")
+    parser.add_argument("--num-classes", type=int, metavar="N", help="output classes (default: --dataset's, else the arch's lab classes)")
     parser.add_argument("--mean", type=_list_of(float), metavar="R,G,B",
                         help="per-channel mean on the 0-255 scale (with --std)")
-    parser.add_argument("--std", type=_list_of(float), metavar="R,G,B")
+    parser.add_argument("--std", type=_list_of(float), metavar="R,G,B", help="per-channel std on the 0-255 scale (with --mean; default: no normalisation layer)")
     flags = _cli_options()
     for option, default in flags.items():
         kind = _list_of(type(default[0])) if isinstance(default, tuple) else type(default)

@@ -209,7 +209,7 @@ def main(argv=None):
     parser.add_argument("--model", required=True,
                         help="SavedModel folder, saved_models/<name>, or a .keras, .onnx or .tflite file")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
-    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--top-k", type=int, default=3, help="classes listed per image, most probable first (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.top_k < 1:
