@@ -459,10 +459,10 @@ def benchmark(args):
     cpu_desc = cpu_info()
     names = devices()
     cpu = next(d for d in names if "CPU" in d)
-    # (name, fn, precision): precision picks the matmul peak a run is measured against
     def tfcnn_run(source, device):
         return (*session.run(source, args.steps, device), session.cpu_ms_per_image)
 
+    # (name, fn, precision): precision picks the matmul peak a run is measured against
     runs = [(f"tfcnn {s}", lambda s=s: tfcnn_run(s, cpu), session.precision) for s in args.sources]
     runs += [(f"tfcnn {args.sources[0]} {d}", lambda d=d: tfcnn_run(args.sources[0], d), session.precision)
              for d in names if "GPU" in d]
