@@ -26,10 +26,15 @@ MODEL = REPO / "saved_models" / "lenet5-mnist"
 
 
 def cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    """The CPU's model name and whether it computes bfloat16 natively (AVX512-BF16 or AMX)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.processor() or "unknown CPU")
+    native = "avx512_bf16" in info or "amx_bf16" in info
+    return f"{name} ({'native' if native else 'no native'} bfloat16)"
 
 
 def timed(cmd, env):
