@@ -6,8 +6,8 @@ The tfcnn side profiles `--steps` steps of the trainer's model and compile (tfcn
 synthetic in-memory batches, so no input pipeline) with TF's profiler and sums each op type's
 self time (framework_op_stats). The PyTorch side runs the shared reference network
 (benchmarks/torch_peers.py --profile, channels_last unless --nchw) under torch.profiler and sums
-each aten op's self CPU time. Both are mapped to the same groups (convolution forward, backward
-data, backward weights, batch norm, elementwise, optimizer, ...), printed as ms per step and share
+each aten op's self CPU time. Both are mapped to the same groups (convolution forward, convolution
+backward, batch norm, relu, elementwise, optimizer, ...), printed as ms per step and share
 of the profiled op time, so the two frameworks' costs can be compared group by group. Only the
 shares are comparable across a busy machine; the 1-minute load average is printed with them.
 """
@@ -25,13 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 # (group, substrings of TF op types / aten op names), first match wins; matched case-insensitively
 GROUPS = (
-    ("conv backward weights", ("backpropfilter", "convolution_backward_weight")),
-    ("conv backward data", ("backpropinput", "convolution_backward")),
+    # PyTorch computes both gradients of a convolution in one op (aten::convolution_backward), TF in two
+    ("conv backward (data + weights)", ("backpropfilter", "backpropinput", "convolution_backward")),
     ("conv forward", ("conv2d", "convolution", "conv")),
     ("batch norm", ("batchnorm", "batch_norm")),
     ("optimizer update", ("apply", "assign", "sgd", "_foreach", "momentum", "readvariable", "resourcegather")),
     ("weight decay", ("l2loss",)),
-    ("relu", ("relu", "threshold")),
+    ("relu", ("relu", "threshold", "clamp_min")),
     ("add / elementwise", ("add", "mul", "sub", "div", "neg", "sqrt", "square", "maximum", "cast", "copy", "to_copy",
                            "fill", "zero", "select")),
     ("layout / reorder", ("transpose", "reorder", "contiguous", "clone", "reshape", "view")),
@@ -99,10 +99,10 @@ def _report(side, top):
     total = sum(groups.values())
     print(f"\n{side['framework']}: {total:.1f} ms of op self time per step")
     for group, ms in groups.most_common():
-        print(f"  {group:26} {ms:8.1f} ms {100 * ms / total:5.1f}%")
+        print(f"  {group:32} {ms:8.1f} ms {100 * ms / total:5.1f}%")
     print("  top ops:")
     for name, ms in collections.Counter(side["by_op"]).most_common(top):
-        print(f"    {name:44} {ms:8.1f} ms  [{group_of(name)}]")
+        print(f"    {name:46} {ms:8.1f} ms  [{group_of(name)}]")
     return {"framework": side["framework"], "total_ms": total, "groups": dict(groups), "by_op": side["by_op"]}
 
 
