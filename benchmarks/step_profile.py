@@ -62,10 +62,10 @@ def _tf_profile(args):
     spec = bench._Spec(session.pipes.image_shape, session.num_classes, session.pipes.mean, session.pipes.std,
                        session.pipes.train_size)
     batches = bench._synthetic_batches(spec, args.batch_size, session.config.label_smoothing > 0)
-    model.fit(batches, epochs=1, steps_per_epoch=bench.WARMUP_STEPS, verbose=0)
+    model.fit(batches, epochs=1, steps_per_epoch=bench.WARMUP_STEPS, shuffle=False, verbose=0)
     with tempfile.TemporaryDirectory(prefix="tfcnn-profile-") as logdir:
         tf.profiler.experimental.start(logdir)
-        model.fit(batches, epochs=1, steps_per_epoch=args.steps, verbose=0)
+        model.fit(batches, epochs=1, steps_per_epoch=args.steps, shuffle=False, verbose=0)
         tf.profiler.experimental.stop()
         xplane = sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]
         data, ok = _pywrap_profiler_plugin.xspace_to_tools_data([xplane], "framework_op_stats", {})
