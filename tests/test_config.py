@@ -42,6 +42,8 @@ def test_json_file_and_list_flags(tmp_path):
     ({"milestones": "122,81"}, "--milestones"),
     ({"freeze": "all"}, "--freeze needs --init-from"),
     ({"val_fraction": "1.5"}, "--val-fraction"),
+    ({"steps_per_execution": "0"}, "--steps-per-execution must be at least 1"),
+    ({"steps_per_execution": "auto"}, "not a valid int"),
 ])
 def test_bad_values_raise_one_clear_error(overrides, phrase):
     with pytest.raises(TfcnnError, match=phrase.replace("-", r"\-")):

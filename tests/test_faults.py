@@ -211,6 +211,24 @@ def test_killed_at_any_moment_resumes_to_the_same_result(tmp_path, shared_data, 
     assert_same_result(run, reference)
 
 
+def test_steps_per_execution_resumes_to_the_result_of_one_batch_per_call(tmp_path, shared_data, reference):
+    """--steps-per-execution 3 runs an epoch's 8 batches in calls of 3, 3 and 2: killed after its fifth call (epoch
+    2's batches 3-5), the run resumes after epoch 1 and ends bit for bit as the uninterrupted run with one batch per
+    call (so a resumed epoch sees the same batches, and none runs on into the next epoch's)."""
+    per_call = ["--steps-per-execution", "3"]
+    killed = _train(tmp_path, "spe", shared_data, fault="batch:5", args=per_call)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert_whole(tmp_path / "runs", tmp_path / "saved", temporaries=True)
+    run = tmp_path / "runs" / "spe"
+    assert json.loads((run / "backup_train" / "training_metadata.json").read_text())["epoch"] == 1
+    done = _train(tmp_path, "spe", shared_data, args=per_call)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_resumed(done, "spe", 1)
+    assert_whole(tmp_path / "runs", tmp_path / "saved")
+    assert json.loads((run / "config.json").read_text())["steps_per_execution"] == 3
+    assert_same_result(run, reference)
+
+
 # ---------------------------------------------------------------- damaged checkpoints
 
 def test_a_truncated_current_checkpoint_resumes_from_the_previous_copy(tmp_path, shared_data, reference,

@@ -103,24 +103,42 @@ def test_same_seed_same_metrics_and_nan_stops_cleanly(tmp_path, shared_data):
     assert first["test"]["accuracy"] == second["test"]["accuracy"]
     assert first["test"]["loss"] == pytest.approx(second["test"]["loss"], rel=1e-6)
 
+    with pytest.raises(TfcnnError, match="NaN/inf in epoch 2, batch 3; stopped .the best checkpoint") as err:
+        train.train_and_evaluate(config.make_config({**base, "name": "nan", "epochs": "3"}),
+                                 callbacks=[_poison(after_batch=2)])
+    best = tmp_path / "runs" / "nan" / "best.weights.h5"
+    assert best.is_file() and str(best) in str(err.value)
+    assert not (tmp_path / "runs" / "nan" / "metrics.json").exists()
+
+
+def _poison(after_batch):
+    """A callback that turns a weight into NaN in the second epoch, as a diverging run would."""
     import keras
 
     class Poison(keras.callbacks.Callback):
-        """Turns a weight into NaN in the second epoch, as a diverging run would."""
-
         def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 1 and batch == 2:
+            if self.epoch == 1 and batch == after_batch:
                 kernel = self.model.get_layer("predictions").kernel
                 kernel.assign(np.full(kernel.shape, np.nan, "float32"))
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
-    with pytest.raises(TfcnnError, match="NaN/inf in epoch 2, batch 3; stopped .the best checkpoint") as err:
-        train.train_and_evaluate(config.make_config({**base, "name": "nan", "epochs": "3"}), callbacks=[Poison()])
-    best = tmp_path / "runs" / "nan" / "best.weights.h5"
-    assert best.is_file() and str(best) in str(err.value)
-    assert not (tmp_path / "runs" / "nan" / "metrics.json").exists()
+    return Poison()
+
+
+def test_with_steps_per_execution_a_nan_names_the_batches_of_its_call(tmp_path, shared_data):
+    """8 batches an epoch in calls of 3: callbacks see batches 2, 5 and 7 end (Keras says 8 for the short last call).
+    Poisoned after epoch 2's second call, the loss is NaN in its last, batches 6-7."""
+    from tfcnn import config, train
+    from tfcnn.errors import TfcnnError
+
+    settings = config.make_config(dict(
+        arch="lenet5", dataset="mnist", data_dir=str(shared_data), limit_train="512", limit_test="300", epochs="2",
+        batch_size="64", verbose="0", tensorboard="false", steps_per_execution="3", name="nan3",
+        runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved")))
+    with pytest.raises(TfcnnError, match="NaN/inf in epoch 2, batches 6-7; stopped .the best checkpoint"):
+        train.train_and_evaluate(settings, callbacks=[_poison(after_batch=5)])
 
 
 def test_mirrored_strategy_on_two_logical_cpus_with_bfloat16(tmp_path, shared_data):

@@ -107,7 +107,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def __init__(self, backup_dir, restore):
         """`restore`: restore_point(backup_dir), read once before training (its checksums read whole files)."""
-        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
+        # Once per epoch: a run resumes at an epoch boundary (an epoch's batches follow from its seed alone), all
+        # Keras 3.15 restores anyway (its metadata's batch is never read back); and with steps_per_execution > 1
+        # on_train_batch_end comes once per call, not per batch.
+        super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
         self.dir, self.restore = Path(backup_dir), restore
 
     def on_train_begin(self, logs=None):
@@ -127,7 +130,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model._initial_epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        runfiles.fault("batch")
+        runfiles.fault("batch")  # counts calls: with steps_per_execution N, one per N batches
         super().on_train_batch_end(batch, logs)
 
     def _save_model(self):

@@ -39,8 +39,9 @@ from tfcnn import config as config_lib, runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 # Fields that may differ between an interrupted run and its resumption (a run folder may have been moved).
+# steps_per_execution changes no result (tests/test_faults.py resumes a run with it to the plain run's metrics).
 _RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "peer_timeout", "runs_dir",
-                "saved_models_dir"}
+                "saved_models_dir", "steps_per_execution"}
 
 
 def configure_runtime(config):
@@ -222,7 +223,9 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stops at the first non-finite loss; the best checkpoint of earlier epochs stays on disk."""
+    """Stops at the first non-finite loss; the best checkpoint of earlier epochs stays on disk. With
+    steps_per_execution N it sees the epoch's running loss once per call of up to N batches, so it names
+    the call's batches (0-based, within the epoch)."""
 
     def on_train_begin(self, logs=None):
         self.failed_at = None
@@ -230,11 +233,40 @@ class NanGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self.first = batch
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.failed_at = batch
+            steps = self.params.get("steps")
+            last = min(batch, steps - 1) if steps else batch  # an epoch's last call may run fewer than N
+            self.failed_at = f"batch {last}" if last == self.first else f"batches {self.first}-{last}"
             self.model.stop_training = True
+
+
+class EpochFeed(keras.callbacks.Callback):
+    """model.fit's train batches when steps_per_execution > 1: `dataset` yields one whole epoch per iteration,
+    the epoch this callback set at its start (the batches data.train_epochs gives that epoch).
+
+    Keras runs whole calls of steps_per_execution batches: on train_epochs' one stream of all epochs, an epoch's
+    last call runs on into the next epoch's batches whenever the epoch's steps are not a multiple of it (a
+    resumed run then sees other batches than an unbroken one). An iterator that ends with its epoch stops that
+    call short. Keras makes a new iterator at each epoch's start when fit has no steps_per_epoch."""
+
+    def __init__(self, pipes, seed, steps):
+        import tensorflow as tf
+
+        super().__init__()
+        self.current = tf.Variable(0, dtype=tf.int64, trainable=False, name="feed_epoch")
+        seed = tf.constant(seed, tf.int64)
+        self.dataset = (tf.data.Dataset.from_tensors(seed)
+                        .flat_map(lambda s: pipes.train_epoch(tf.stack([s, self.current.read_value()])))
+                        .apply(tf.data.experimental.assert_cardinality(steps))
+                        .prefetch(tf.data.AUTOTUNE))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current.assign(epoch)
 
 
 def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, chief, extra_callbacks=()):
@@ -264,11 +296,16 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
     if initial_epoch < epochs:
         callbacks, last = _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=loop is None)
         callbacks += [*extra_callbacks, *last]
-        train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
-        if loop is None:
+        if loop is None and model.steps_per_execution > 1:
+            feed = EpochFeed(pipes, config.seed, steps)
+            model.fit(feed.dataset, validation_data=pipes.val, epochs=epochs, shuffle=False,
+                      callbacks=[feed, *callbacks], verbose=config.verbose)
+        elif loop is None:
+            train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
             model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps,
                       shuffle=False, callbacks=callbacks, verbose=config.verbose)
         else:
+            train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
             callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_progbar=config.verbose > 0,
                                                          epochs=epochs, steps=steps, verbose=config.verbose)
             with distributed.peers_required(strategy):
@@ -279,7 +316,7 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
             best = run_dir / "best.weights.h5"
             kept = (f"the best checkpoint of the earlier epochs is kept in {best}" if best.exists()
                     else "no epoch had finished")
-            raise TfcnnError(f"loss became NaN/inf in epoch {guard.epoch + 1}, batch {guard.failed_at}; stopped "
+            raise TfcnnError(f"loss became NaN/inf in epoch {guard.epoch + 1}, {guard.failed_at}; stopped "
                              f"({kept}). Lower --lr or add --warmup-epochs.")
     runfiles.write_text(done, "ok\n")
     if loop is None:
@@ -294,12 +331,15 @@ def _custom_loop(strategy):
     return isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
 
 
-def _compile(model, config, optimizer, num_classes):
+def _compile(model, config, optimizer, num_classes, steps_per_execution=None):
+    """`steps_per_execution`: None takes the config's (tfcnn.bench compiles as the trainer does)."""
+    if steps_per_execution is None:
+        steps_per_execution = config.steps_per_execution
     if config.label_smoothing > 0:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=steps_per_execution)
 
 
 def _build_model(config, pipes, num_classes):
@@ -367,10 +407,12 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
     if pipes.val_size == 0:
         raise TfcnnError("the validation split is empty; the best checkpoint is chosen on it, so use --val-fraction > 0")
     steps = math.ceil(pipes.train_size / global_batch)
+    per_call = 1 if _custom_loop(strategy) else config.steps_per_execution  # EpochLoop calls train_step per batch
     with strategy.scope():
         model, plain, frozen = _build_model(config, pipes, ds.num_classes)
         decoupled = config.arch != "resnet" or bool(config.init_from)
-        _compile(model, config, make_optimizer(config, steps, decoupled_weight_decay=decoupled), ds.num_classes)
+        _compile(model, config, make_optimizer(config, steps, decoupled_weight_decay=decoupled), ds.num_classes,
+                 steps_per_execution=per_call)
     saved_dir = Path(config.saved_models_dir) / config.name
     with _full_disk_stops_the_run(run_dir, plain, (run_dir, saved_dir)):
         _prepare_run_dir(config, run_dir)
@@ -380,6 +422,9 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
         print(f"run {config.name}: {config.arch} on {config.dataset} ({pipes.train_size} train / {pipes.val_size} "
               f"val / {pipes.test_size} test), {replicas} replica(s), global batch {global_batch}, {precision}, "
               f"{config.epochs} epochs -> {run_dir}  (resume: same command with --name {config.name})", flush=True)
+        if per_call != config.steps_per_execution:
+            print(f"steps_per_execution {config.steps_per_execution} ignored: under a mirrored strategy the epochs run "
+                  "in tfcnn.distributed.EpochLoop, one batch per call", flush=True)
         if frozen:
             print(f"frozen {len(frozen)} layers: {', '.join(frozen[:6])}{', ...' if len(frozen) > 6 else ''}",
                   flush=True)
@@ -396,7 +441,8 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
                 model = with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
                 lr = config.fine_tune_lr or config.lr / 10
                 _compile(model, config, make_optimizer(config, steps, lr=lr, epochs=config.fine_tune_epochs,
-                                                       decoupled_weight_decay=decoupled), ds.num_classes)
+                                                       decoupled_weight_decay=decoupled), ds.num_classes,
+                         steps_per_execution=per_call)
             _fit_stage(model, config, pipes, run_dir, "fine_tune", config.fine_tune_epochs, steps, strategy, chief,
                        callbacks)
         wall = time.perf_counter() - start
