@@ -144,9 +144,11 @@ def test_with_steps_per_execution_a_nan_names_the_batches_of_its_call(tmp_path, 
 def test_mirrored_strategy_on_two_logical_cpus_with_bfloat16(tmp_path, shared_data):
     result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "512", "--limit-test", "200",
                          "--epochs", "1", "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2",
-                         "--mixed-precision", "bfloat16", "--name", "m2"), REPO)
+                         "--mixed-precision", "bfloat16", "--steps-per-execution", "4", "--name", "m2"), REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s), global batch 64, bfloat16" in result.stdout
+    assert ("steps_per_execution 4 ignored: under a mirrored strategy the epochs run in tfcnn.distributed.EpochLoop, "
+            "one batch per call") in result.stdout
     metrics = json.loads((tmp_path / "runs" / "m2" / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["precision_policy"] == "bfloat16"
     assert metrics["test"]["num_examples"] == 200 and np.isfinite(metrics["test"]["loss"])
