@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/time_to_accuracy.py --data-dir ../shared/data --target 0.992 --max-epochs 20
     .venv/bin/python benchmarks/time_to_accuracy.py --tfcnn-config configs/lenet5_mnist_demo.yaml --max-epochs 12
+    .venv/bin/python benchmarks/time_to_accuracy.py --tfcnn-config configs/lenet5_mnist_demo.yaml --max-epochs 12 \
+        --side tfcnn --steps-per-execution 1,16 --rounds 3
 
 Both sides use the MNIST lab's recipe: LeNet-5 with its suggested ReLU + max pooling (--classic: tanh +
 average pooling), batch 100, Adam 1e-3 (constant), no augmentation, the
@@ -13,10 +15,16 @@ callback that evaluates the test set; PyTorch runs a plain loop (benchmarks/torc
 LeNet-5) in the separate .venv-torch. They run one after the other, never at once. Test accuracy
 is always float32 inference. --tfcnn-config trains the tfcnn side with a config file's recipe
 instead (the PyTorch side keeps the lab's); --precision sets tfcnn's --mixed-precision.
+
+--steps-per-execution 1,16 trains the tfcnn side once per value (each in its own process), and --rounds N
+repeats the whole set, the order reversed every other round (the machine is shared: compare ratios from one
+invocation). The summary gives each variant's median over rounds and its ratio to the first variant, with the
+CPU model, native bfloat16 yes/no and the 1-minute load average around every run.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,25 +100,72 @@ def tfcnn_side(args):
     recipe = config_lib.load_file(args.tfcnn_config) if args.tfcnn_config else {
         "batch_size": 100, "lr": 1e-3, "optimizer": "adam", "schedule": "constant", "augment": False,
         **({} if args.classic else {"activation": "relu", "pool": "max"})}
+    if args.steps_per_execution:
+        recipe["steps_per_execution"] = int(args.steps_per_execution)
     config = config_lib.make_config({
         "arch": "lenet5", "dataset": "mnist", **recipe, "data_dir": args.data_dir, "epochs": args.max_epochs,
         "seed": args.seed, "runs_dir": str(out / "runs"), "saved_models_dir": str(out / "saved"),
         "name": "tta", "verbose": 0, "tensorboard": False, "mixed_precision": args.precision})
     probe = TestAccuracy()
-    train_and_evaluate(config, callbacks=[probe])
+    metrics = train_and_evaluate(config, callbacks=[probe])
     import tensorflow as tf
 
-    return {"side": "tfcnn", "tensorflow": tf.__version__, "precision": config.mixed_precision,
-            "curve": probe.curve}
+    return {"side": "tfcnn", "tensorflow": tf.__version__, "precision": metrics["precision_policy"],
+            "steps_per_execution": config.steps_per_execution, "curve": probe.curve}
 
 
 def summary(result, target):
     curve = result["curve"]
     hit = next((c for c in curve if c["test_accuracy"] >= target), None)
     best = max(curve, key=lambda c: c["test_accuracy"])
-    return {"side": result["side"], "reached": hit is not None, "epochs": (hit or curve[-1])["epoch"],
-            "wall_s": (hit or curve[-1])["elapsed_s"], "best_test_accuracy": best["test_accuracy"],
+    return {"side": result["side"], "variant": variant_name(result), "reached": hit is not None,
+            "epochs": (hit or curve[-1])["epoch"], "wall_s": (hit or curve[-1])["elapsed_s"],
+            "best_test_accuracy": best["test_accuracy"],
             "seconds_per_epoch": round(curve[-1]["elapsed_s"] / curve[-1]["epoch"], 2)}
+
+
+def variant_name(result):
+    if result["side"] == "tfcnn":
+        return f"tfcnn spe={result['steps_per_execution']} {result['precision']}"
+    return f"pytorch {result['threads']} threads"
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def run_tfcnn(args, steps_per_execution):
+    """The tfcnn side in a child process (so TensorFlow's thread pools never overlap with PyTorch's)."""
+    done = subprocess.run([sys.executable, __file__, "--child", "--data-dir", args.data_dir,
+                           "--target", str(args.target), "--max-epochs", str(args.max_epochs),
+                           "--seed", str(args.seed), "--precision", args.precision]
+                          + (["--classic"] if args.classic else [])
+                          + (["--tfcnn-config", args.tfcnn_config] if args.tfcnn_config else [])
+                          + (["--steps-per-execution", steps_per_execution] if steps_per_execution else []),
+                          stdout=subprocess.PIPE, text=True, cwd=REPO)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_pytorch(args):
+    done = subprocess.run([args.torch_python, "-c", TORCH_LOOP, str(REPO / "benchmarks"),
+                           str(Path(args.data_dir) / "mnist.npz"), str(args.target), str(args.max_epochs),
+                           str(args.seed), "classic" if args.classic else "modern"],
+                          stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_row(rows):
+    """One variant over rounds: medians of wall and s/epoch, every round's epochs and reached flag."""
+    return {"variant": rows[0]["variant"], "rounds": len(rows), "reached": [r["reached"] for r in rows],
+            "epochs": [r["epochs"] for r in rows], "wall_s": statistics.median(r["wall_s"] for r in rows),
+            "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in rows),
+            "best_test_accuracy": [r["best_test_accuracy"] for r in rows]}
 
 
 def main():
@@ -125,46 +180,62 @@ def main():
     ap.add_argument("--tfcnn-config", help="train tfcnn with this config file's recipe (e.g. "
                     "configs/lenet5_mnist_demo.yaml) instead of the lab's; --max-epochs still sets the epochs "
                     "(and so a cosine schedule's length)")
+    ap.add_argument("--steps-per-execution", default="",
+                    help="tfcnn's --steps-per-execution, comma-separated to compare values (e.g. 1,16), each a "
+                         "tfcnn run per round (default: the recipe's)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat every run this many times, interleaved (default 1)")
     ap.add_argument("--torch-python", default=str(REPO / ".venv-torch" / "bin" / "python"))
     ap.add_argument("--side", choices=("both", "tfcnn", "pytorch"), default="both")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one tfcnn run, as JSON
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.side == "tfcnn":
+    if args.child:
         print(json.dumps(tfcnn_side(args)))
         return
-    results = []
-    load = [round(os.getloadavg()[0], 2)]
-    if args.side == "both":
-        # A child process, so TensorFlow's thread pools never overlap with PyTorch's.
-        done = subprocess.run([sys.executable, __file__, "--side", "tfcnn", "--data-dir", args.data_dir,
-                               "--target", str(args.target), "--max-epochs", str(args.max_epochs),
-                               "--seed", str(args.seed), "--precision", args.precision]
-                              + (["--classic"] if args.classic else [])
-                              + (["--tfcnn-config", args.tfcnn_config] if args.tfcnn_config else []),
-                              stdout=subprocess.PIPE, text=True, cwd=REPO)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        load.append(round(os.getloadavg()[0], 2))
-    if args.side in ("both", "pytorch"):
-        done = subprocess.run([args.torch_python, "-c", TORCH_LOOP, str(REPO / "benchmarks"),
-                               str(Path(args.data_dir) / "mnist.npz"), str(args.target), str(args.max_epochs),
-                               str(args.seed), "classic" if args.classic else "modern"],
-                              stdout=subprocess.PIPE, text=True)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        load.append(round(os.getloadavg()[0], 2))
+    sys.path.insert(0, str(REPO))
+    from tfcnn.train import _cpu_has_bf16
+
+    per_call = [v.strip() for v in args.steps_per_execution.split(",") if v.strip()] or [None]
+    runs = ([("tfcnn", v) for v in per_call] if args.side in ("both", "tfcnn") else []) + \
+        ([("pytorch", None)] if args.side in ("both", "pytorch") else [])
+    results, loads = [], []
+    for round_ in range(args.rounds):
+        for side, value in (runs if round_ % 2 == 0 else runs[::-1]):
+            before = round(os.getloadavg()[0], 2)
+            result = run_tfcnn(args, value) if side == "tfcnn" else run_pytorch(args)
+            result.update(round=round_ + 1, load_avg_1min=[before, round(os.getloadavg()[0], 2)])
+            results.append(result)
+            loads += result["load_avg_1min"]
+            print(f"round {round_ + 1}: {json.dumps(summary(result, args.target))} load {result['load_avg_1min']}",
+                  file=sys.stderr, flush=True)
+    rows = [summary(r, args.target) for r in results]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    table = [median_row([r for r in rows if r["variant"] == v]) for v in variants]
+    first = [r["wall_s"] for r in rows if r["variant"] == variants[0]]
+    for row in table:
+        own = [r["wall_s"] for r in rows if r["variant"] == row["variant"]]
+        row["wall_ratio"] = round(row["wall_s"] / table[0]["wall_s"], 3)  # < 1: faster than the first variant
+        row["paired_ratios"] = [round(a / b, 3) for a, b in zip(own, first)]
     report = {"variant": "classic" if args.classic else "relu-max", "tfcnn_config": args.tfcnn_config,
-              "precision": args.precision, "target": args.target, "max_epochs": args.max_epochs, "load_avg_1min": load,
-              "summary": [summary(r, args.target) for r in results], "results": results}
+              "precision": args.precision, "target": args.target, "max_epochs": args.max_epochs,
+              "rounds": args.rounds, "cpu": cpu_model(), "native_bf16": _cpu_has_bf16(), "cores": os.cpu_count(),
+              "load_avg_1min": loads, "table": table, "runs": rows, "results": results}
     if args.json:
         print(json.dumps(report))
         return
     variant = "tanh/avg-pool" if args.classic else "ReLU/max-pool"
     recipe = f"tfcnn: {args.tfcnn_config}, PyTorch: " if args.tfcnn_config else ""
     print(f"LeNet-5 ({variant}) / MNIST to {args.target:.1%} test accuracy ({recipe}batch 100, Adam 1e-3; "
-          f"tfcnn precision {args.precision}); 1-min load {load}")
-    print(f"{'side':8} {'reached':>7} {'epochs':>6} {'wall s':>8} {'s/epoch':>8} {'best acc':>8}")
-    for s in report["summary"]:
-        print(f"{s['side']:8} {str(s['reached']):>7} {s['epochs']:6d} {s['wall_s']:8.1f} "
-              f"{s['seconds_per_epoch']:8.2f} {s['best_test_accuracy']:8.4f}")
+          f"tfcnn precision {args.precision}); {args.rounds} round(s), interleaved")
+    print(f"CPU: {report['cpu']}, {report['cores']} cores, native bf16: {'yes' if report['native_bf16'] else 'no'}; "
+          f"1-min load before/after each run {loads}")
+    print(f"{'variant':28} {'reached':>9} {'epochs':>10} {'wall s':>8} {'ratio':>6} {'s/epoch':>8} {'best acc':>8}"
+          f"  paired ratios")
+    for row in table:
+        reached = f"{sum(row['reached'])}/{row['rounds']}"
+        epochs = ",".join(map(str, row["epochs"]))
+        print(f"{row['variant']:28} {reached:>9} {epochs:>10} {row['wall_s']:8.1f} {row['wall_ratio']:6.2f} "
+              f"{row['seconds_per_epoch']:8.2f} {max(row['best_test_accuracy']):8.4f}  {row['paired_ratios']}")
 
 
 if __name__ == "__main__":

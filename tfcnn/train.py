@@ -298,14 +298,14 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
         callbacks += [*extra_callbacks, *last]
         if loop is None and model.steps_per_execution > 1:
             feed = EpochFeed(pipes, config.seed, steps)
-            model.fit(feed.dataset, validation_data=pipes.val, epochs=epochs, shuffle=False,
-                      callbacks=[feed, *callbacks], verbose=config.verbose)
-        elif loop is None:
-            train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
-            model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps,
-                      shuffle=False, callbacks=callbacks, verbose=config.verbose)
+            train, steps_per_epoch, callbacks = feed.dataset, None, [feed, *callbacks]
         else:
             train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
+            steps_per_epoch = steps
+        if loop is None:
+            model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                      shuffle=False, callbacks=callbacks, verbose=config.verbose)
+        else:
             callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_progbar=config.verbose > 0,
                                                          epochs=epochs, steps=steps, verbose=config.verbose)
             with distributed.peers_required(strategy):
