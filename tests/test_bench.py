@@ -160,7 +160,8 @@ def test_inference_times_every_export_and_leaves_the_folder_alone(tmp_path, shar
             assert r["vs_default"]["throughput"] == pytest.approx(
                 r["throughput_images_per_s"] / base["throughput_images_per_s"], abs=2e-3)
     others = {r["run"] for r in report["results"]} - set(defaults)
-    assert {"keras predict_on_batch", "onnx intra 1", "onnx no spin", "tflite threads 1", "tflite no xnnpack"} <= others
+    assert {"keras predict", "onnx ORT defaults", "onnx intra 1", "onnx no spin", "tflite threads 1",
+            "tflite no xnnpack"} <= others
     assert "made one with python -m tfcnn.export" in report["notes"][0]
     assert report["input_shape"] == [28, 28, 1] and report["cpu"]["model"]
 

@@ -74,13 +74,13 @@ def _keras_runners(path, session_options):
     from tfcnn import predict
 
     model = predict.open_model(path, kind="keras")
-    runners = [_Runner("keras", "keras", "model.predict (tfcnn.predict)", model.probs)]
+    runners = [_Runner("keras", "keras", "model.predict_on_batch per 256 (tfcnn.predict)", model.probs)]
     if session_options:
         from tfcnn.evaluate import load_model
 
         raw = load_model(path)
-        runners.append(_Runner("keras predict_on_batch", "keras", "model.predict_on_batch",
-                               lambda x: np.asarray(raw.predict_on_batch(x)), default=False))
+        runners.append(_Runner("keras predict", "keras", "model.predict (tfcnn.predict before)",
+                               lambda x: np.asarray(raw.predict(x, batch_size=256, verbose=0)), default=False))
     return runners
 
 
@@ -107,15 +107,16 @@ def _ort_session(path, threads=None, level=None, spinning=True):
 
 
 def _onnx_runners(path, session_options):
-    runners = [_Runner("onnx", "onnx", "defaults: intra-op threads = cores, ORT_ENABLE_ALL, spinning on",
-                       _ort_session(path))]
+    from tfcnn import predict
+
+    runners = [_Runner("onnx", "onnx", "intra-op threads 1, no spinning, ORT_ENABLE_ALL (tfcnn.predict)",
+                       predict.open_model(path, kind="onnx").probs)]
     if session_options:
-        variants = [("onnx intra 1", "intra_op_num_threads=1", {"threads": 1}),
+        variants = [("onnx ORT defaults", "intra-op threads = cores, ORT_ENABLE_ALL, spinning on", {}),
+                    ("onnx intra 1", "intra_op_num_threads=1", {"threads": 1}),
                     ("onnx no spin", "session.intra_op.allow_spinning=0", {"spinning": False}),
-                     ("onnx intra 1 no spin", "intra_op_num_threads=1, allow_spinning=0",
-                      {"threads": 1, "spinning": False}),
-                     ("onnx opt basic", "ORT_ENABLE_BASIC", {"level": "ORT_ENABLE_BASIC"}),
-                     ("onnx opt extended", "ORT_ENABLE_EXTENDED", {"level": "ORT_ENABLE_EXTENDED"})]
+                    ("onnx opt basic", "ORT_ENABLE_BASIC", {"level": "ORT_ENABLE_BASIC"}),
+                    ("onnx opt extended", "ORT_ENABLE_EXTENDED", {"level": "ORT_ENABLE_EXTENDED"})]
         runners += [_Runner(name, "onnx", settings, _ort_session(path, **kw), default=False)
                     for name, settings, kw in variants]
     return runners

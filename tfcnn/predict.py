@@ -98,16 +98,24 @@ def _open_savedmodel(path, meta):
 
 
 def _open_keras(path, meta):
-    from tfcnn.evaluate import load_model, predict_proba
+    from tfcnn.evaluate import load_model
 
     model = load_model(path)
-    return Model("keras", path, lambda images: predict_proba(model, images), model.input_shape[1:], meta)
+    # predict_on_batch, not predict: Model.probs already cuts batches of 256, and predict's per-call set-up
+    # (a tf.data pipeline, callbacks) made batch-1 latency 84x (LeNet-5) and 10x (ResNet-32) slower
+    # (docs/RESULTS.md, "Inference speed of the exports").
+    return Model("keras", path, lambda images: model.predict_on_batch(images), model.input_shape[1:], meta)
 
 
 def _open_onnx(path, meta):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # One intra-op thread that does not spin-wait: faster than onnxruntime's defaults on both shipped models in
+    # batch-1 latency and batch-256 throughput here (docs/RESULTS.md, "Inference speed of the exports").
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     embedded = session.get_modelmeta().custom_metadata_map.get("tfcnn")
     if embedded and not meta:
         meta = json.loads(embedded)
