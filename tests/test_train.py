@@ -191,3 +191,16 @@ def test_output_to_a_file_is_one_line_per_epoch(tmp_path, shared_data):
     assert done.returncode == 0, text[-2000:]
     assert "\r" not in text and "\x1b[" not in text
     assert len([line for line in text.splitlines() if "val_accuracy" in line]) == 2
+
+
+def test_the_progress_bar_ends_an_epochs_short_last_call_at_the_epochs_last_batch():
+    """422 batches in calls of 64: Keras says the last call (batches 384-421) ends at batch 447."""
+    from tfcnn.train import CallProgbar
+
+    bar = CallProgbar()
+    bar.set_params({"verbose": 0, "epochs": 1, "steps": 422})
+    bar.on_epoch_begin(0)
+    bar.on_train_batch_end(383)
+    assert bar.seen == 384
+    bar.on_train_batch_end(447)
+    assert bar.seen == 422

@@ -269,6 +269,14 @@ class EpochFeed(keras.callbacks.Callback):
         self.current.assign(epoch)
 
 
+class CallProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar for calls of several batches: Keras numbers an epoch's short last call as if it were
+    whole, so the bar would read 448/422 steps, with a negative ETA, until the epoch ends."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(min(batch, self.target - 1) if self.target else batch, logs)
+
+
 def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, chief, extra_callbacks=()):
     """One training stage, resumed after its last finished epoch: model.fit on one device, the distributed
     EpochLoop under a tf.distribute strategy (Keras 3.15's fit cannot run under MultiWorkerMirroredStrategy,
@@ -298,7 +306,7 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
         callbacks += [*extra_callbacks, *last]
         if loop is None and model.steps_per_execution > 1:
             feed = EpochFeed(pipes, config.seed, steps)
-            train, steps_per_epoch, callbacks = feed.dataset, None, [feed, *callbacks]
+            train, steps_per_epoch, callbacks = feed.dataset, None, [feed, *callbacks, CallProgbar()]
         else:
             train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
             steps_per_epoch = steps
