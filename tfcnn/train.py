@@ -239,7 +239,7 @@ class NanGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            steps = self.params.get("steps")
+            steps = (self.params or {}).get("steps")
             last = min(batch, steps - 1) if steps else batch  # an epoch's last call may run fewer than N
             self.failed_at = f"batch {last}" if last == self.first else f"batches {self.first}-{last}"
             self.model.stop_training = True
