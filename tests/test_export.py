@@ -150,6 +150,19 @@ def test_saved_model_api_and_meta_unchanged(tmp_path):
     assert export.read_meta(target / "model.keras") == meta
 
 
+def test_saved_model_stores_each_weight_once(tmp_path):
+    import tensorflow as tf
+
+    model, ds, meta = trained("lenet5-mnist")
+    target = export.export_saved_model(model, tmp_path / "run", meta)
+    stored = [name for name, _ in tf.train.list_variables(str(target / "variables" / "variables"))
+              if name.endswith("VARIABLE_VALUE")]
+    assert len(stored) == len(model.weights)  # Keras' own export stores every weight twice
+    images = np.asarray(ds.x_test[:16], np.float32)
+    served = tf.saved_model.load(str(target)).signatures["serving_default"](tf.constant(images))
+    np.testing.assert_allclose(next(iter(served.values())).numpy(), model.predict(images, verbose=0), atol=1e-6)
+
+
 def _cli(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "tfcnn.export", *map(str, args)], cwd=cwd, env=env,

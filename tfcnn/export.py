@@ -110,8 +110,20 @@ def _write_json(path, obj):
 # ---------------------------------------------------------------- writers (into a given path)
 
 def _write_saved_model(model, folder, meta):
+    import keras
+    from keras.src.export.export_utils import get_input_signature
+
     folder = Path(folder)
-    model.export(str(folder), format="tf_saved_model", verbose=False)
+    # model.export(format="tf_saved_model") with the duplicate dropped: Keras 3.15's archive stores every
+    # weight twice (its `variables` lists and, as separate checkpoint values, the serving function's
+    # captured `_all_variables`), so variables/ was twice the weights. The serving signature needs only the
+    # captured ones; its outputs are unchanged (tests/test_export.py).
+    archive = keras.export.ExportArchive()
+    archive.track_and_add_endpoint("serve", model, get_input_signature(model))
+    archive._tf_trackable.variables = []
+    archive._tf_trackable.trainable_variables = []
+    archive._tf_trackable.non_trainable_variables = []
+    archive.write_out(str(folder), verbose=False)
     model.save(folder / "model.keras")
     _write_saved_model_meta(folder, meta)
 
