@@ -9,7 +9,6 @@ metadata, written last, names the sha256 of its weights, and resume takes the ne
 weights match it. tfcnn.train puts BackupAndRestore after every other callback: an epoch counts as
 done only once the best weights, history.csv and TensorBoard hold it.
 """
-import hashlib
 import json
 import logging
 import shutil
@@ -23,14 +22,6 @@ from tfcnn.errors import TfcnnError
 log = logging.getLogger(__name__)
 
 WEIGHTS, METADATA, PREVIOUS = "latest.weights.h5", "training_metadata.json", ".bkp"  # Keras' names
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _copy(source, target):
@@ -55,7 +46,7 @@ def _read_copy(meta, weights):
     if not weights.is_file():
         return None, f"{weights.name} is missing"
     if "sha256" in record:
-        if _sha256(weights) != record["sha256"]:
+        if runfiles.sha256(weights) != record["sha256"]:
             return None, f"{weights.name} is not the file {meta.name} was written for (truncated or overwritten)"
         return epoch, None
     try:  # written by Keras' own BackupAndRestore: no checksum, so at least the file must open
@@ -141,7 +132,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             _copy(meta, prev_meta)
         with runfiles.atomic_path(weights) as tmp:
             self.model.save_weights(str(tmp))
-            digest = _sha256(tmp)
+            digest = runfiles.sha256(tmp)
         runfiles.write_json(meta, {"epoch": self._current_epoch, "batch": self._last_batch_seen, "sha256": digest})
 
 

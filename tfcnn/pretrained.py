@@ -9,7 +9,6 @@ the figures its MODEL_CARD.md claims. `resolve("pretrained:NAME")` checks those 
 model is used, so a changed or truncated file is one clear error, never a silently different model.
 This module imports no TensorFlow (only `ship` does, lazily).
 """
-import hashlib
 import json
 import os
 import platform
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+from tfcnn.runfiles import sha256
 
 PREFIX = "pretrained:"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "saved_models"
@@ -55,14 +55,6 @@ def manifest():
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise TfcnnError(f"{path} is unreadable ({exc}); restore it with `git checkout -- {path}`") from None
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _files(folder):

@@ -17,6 +17,7 @@ named moments in tfcnn.checkpoints, tfcnn.train and tfcnn.export. Stdlib only (n
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -229,3 +230,12 @@ class Lock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def sha256(path):
+    """The hex sha256 of a file, read in 1 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
