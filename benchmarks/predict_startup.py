@@ -9,7 +9,6 @@ variant and the ratio to the SavedModel path, with the CPU model and load averag
 """
 import argparse
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -22,19 +21,9 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tfcnn.hardware import cpu_info  # noqa: E402  (stdlib only)
 MODEL = REPO / "saved_models" / "lenet5-mnist"
-
-
-def cpu_model():
-    """The CPU's model name and whether it computes bfloat16 natively (AVX512-BF16 or AMX)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.processor() or "unknown CPU")
-    native = "avx512_bf16" in info or "amx_bf16" in info
-    return f"{name} ({'native' if native else 'no native'} bfloat16)"
 
 
 def timed(cmd, env):
@@ -76,7 +65,8 @@ def main(argv=None):
                 walls[name].append(wall)
                 cpus[name].append(cpu)
             loads.append(os.getloadavg()[0])
-    print(f"{cpu_model()}, {os.cpu_count()} cores, load average {min(loads):.1f}-{max(loads):.1f}, "
+    cpu = cpu_info()
+    print(f"{cpu['model']} ({'native' if cpu['native_bf16'] else 'no native'} bfloat16), {cpu['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f}, "
           f"{args.rounds} rounds interleaved")
     base = statistics.median(walls["predict SavedModel"])
     print(f"{'variant':20} {'wall median':>12} {'min':>7} {'max':>7} {'CPU median':>11} {'vs SavedModel':>14}")

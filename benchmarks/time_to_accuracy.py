@@ -130,16 +130,6 @@ def variant_name(result):
     return f"pytorch {result['threads']} threads"
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def run_tfcnn(args, steps_per_execution):
     """The tfcnn side in a child process (so TensorFlow's thread pools never overlap with PyTorch's)."""
     done = subprocess.run([sys.executable, __file__, "--child", "--data-dir", args.data_dir,
@@ -193,7 +183,7 @@ def main():
         print(json.dumps(tfcnn_side(args)))
         return
     sys.path.insert(0, str(REPO))
-    from tfcnn.train import _cpu_has_bf16
+    from tfcnn.hardware import cpu_info
 
     per_call = [v.strip() for v in args.steps_per_execution.split(",") if v.strip()] or [None]
     runs = ([("tfcnn", v) for v in per_call] if args.side in ("both", "tfcnn") else []) + \
@@ -216,9 +206,10 @@ def main():
         own = [r["wall_s"] for r in rows if r["variant"] == row["variant"]]
         row["wall_ratio"] = round(row["wall_s"] / table[0]["wall_s"], 3)  # < 1: faster than the first variant
         row["paired_ratios"] = [round(a / b, 3) for a, b in zip(own, first)]
+    cpu = cpu_info()
     report = {"variant": "classic" if args.classic else "relu-max", "tfcnn_config": args.tfcnn_config,
               "precision": args.precision, "target": args.target, "max_epochs": args.max_epochs,
-              "rounds": args.rounds, "cpu": cpu_model(), "native_bf16": _cpu_has_bf16(), "cores": os.cpu_count(),
+              "rounds": args.rounds, "cpu": cpu["model"], "native_bf16": cpu["native_bf16"], "cores": cpu["cores"],
               "load_avg_1min": loads, "table": table, "runs": rows, "results": results}
     if args.json:
         print(json.dumps(report))

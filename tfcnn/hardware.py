@@ -12,10 +12,17 @@ PEAK_SIZE = 2048  # square matmul of the probe: 17 GFLOP, ~0.1-0.3 s on 2 cores
 PEAK_SECONDS = 1.0
 
 
+def cpu_has_bf16():
+    """The CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def cpu_info():
     """{"model", "family", "model_number", "native_bf16", "cores"} from /proc/cpuinfo (Linux; else what is known)."""
-    from tfcnn.train import _cpu_has_bf16  # the same test configure_runtime uses to pick bfloat16
-
     fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -25,7 +32,7 @@ def cpu_info():
         pass
     return {"model": fields.get("model name") or platform.processor() or platform.machine(),
             "family": fields.get("cpu family"), "model_number": fields.get("model"),
-            "native_bf16": _cpu_has_bf16(), "cores": os.cpu_count()}
+            "native_bf16": cpu_has_bf16(), "cores": os.cpu_count()}
 
 
 def describe_cpu(cpu):

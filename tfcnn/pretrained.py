@@ -11,7 +11,6 @@ This module imports no TensorFlow (only `ship` does, lazily).
 """
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -101,18 +100,11 @@ def listing():
 # ---------------------------------------------------------------- shipping a finished run
 
 def cpu_description():
-    """'AMD EPYC (native bfloat16)': the CPU model and whether it computes bfloat16 natively."""
-    model, flags = platform.processor() or "unknown CPU", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown CPU", platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = line
-    except OSError:
-        pass
-    native = "avx512_bf16" in flags or "amx_bf16" in flags
-    return f"{model} ({'native bfloat16' if native else 'no native bfloat16'}, {os.cpu_count()} cores)"
+    """'AMD EPYC (native bfloat16, 2 cores)': the CPU model, whether it computes bfloat16 natively, its cores."""
+    from tfcnn.hardware import cpu_info
+
+    cpu = cpu_info()
+    return f"{cpu['model']} ({'native' if cpu['native_bf16'] else 'no native'} bfloat16, {cpu['cores']} cores)"
 
 
 def _card(name, entry, config, metrics):

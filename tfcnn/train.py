@@ -37,6 +37,7 @@ import keras
 
 from tfcnn import config as config_lib, runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+from tfcnn.hardware import cpu_has_bf16 as _cpu_has_bf16  # a module name configure_runtime looks up (tests patch it)
 
 # Fields that may differ between an interrupted run and its resumption (a run folder may have been moved).
 # steps_per_execution changes no result (tests/test_faults.py resumes a run with it to the plain run's metrics).
@@ -90,15 +91,6 @@ def _set_onednn_bfloat16(enabled):
     import tensorflow as tf
 
     tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": enabled})
-
-
-def _cpu_has_bf16():
-    """The CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _onednn_enabled():
