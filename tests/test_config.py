@@ -24,6 +24,13 @@ def test_precedence_defaults_arch_file_flags(tmp_path):
     assert config.optimizer == ARCH_DEFAULTS["resnet"]["optimizer"]
 
 
+def test_an_arch_default_class_subset_goes_with_its_own_dataset_only():
+    assert make_config({"arch": "cifar_cnn"}).classes == ["0", "55", "58"]  # the lecture's CIFAR-100 classes
+    assert make_config({"arch": "cifar_cnn", "dataset": "cifar100"}).classes == ["0", "55", "58"]
+    assert make_config({"arch": "cifar_cnn", "dataset": "cifar10_reptiles"}).classes is None
+    assert make_config({"arch": "cifar_cnn", "dataset": "cifar10", "classes": "cat,dog"}).classes == ["cat", "dog"]
+
+
 def test_json_file_and_list_flags(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"arch": "lenet5", "activation": "relu"}))

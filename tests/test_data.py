@@ -546,6 +546,30 @@ def test_train_pipeline_reshuffles_each_epoch_reproducibly():
     assert not (x1 == x1_other).all()
 
 
+def test_class_weights_weigh_each_train_image_by_its_class_and_leave_val_test_alone():
+    # 4 classes with 200 / 100 / 60 / 40 images, as cifar10_reptiles' 5,000 / 500 in miniature.
+    x = np.random.default_rng(2).integers(0, 256, (400, 8, 8, 3), np.uint8)
+    y = np.repeat([0, 1, 2, 3], [200, 100, 60, 40])
+    ds = data.Dataset("imbalanced", list("abcd"), x, y, x[:40].copy(), y[:40].copy(), augmentation="crop_flip")
+    balanced = data.class_weights(y, 4, "balanced")
+    np.testing.assert_allclose(balanced, 400 / (4 * np.array([200, 100, 60, 40])), rtol=1e-6)
+    np.testing.assert_allclose(data.class_weights(y, 4, "sqrt"), np.sqrt(balanced), rtol=1e-6)
+    assert data.class_weights(y, 4) is None
+    with pytest.raises(TfcnnError, match="2 of 6 have none"):
+        data.class_weights(y, 6, "balanced")
+
+    p = data.make_pipelines(ds, batch_size=32, val_fraction=0.1, class_weight="balanced")
+    expected = data.class_weights(data.split_validation(x, y, 0.1, 0)[1], 4, "balanced")  # of the train part
+    batches = list(p.train)
+    assert all(len(batch) == 3 for batch in batches)
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    weights = np.concatenate([b[2].numpy() for b in batches])
+    assert len(labels) == p.train_size
+    np.testing.assert_allclose(weights, expected[labels], rtol=1e-6)  # rarest class weighs 5x the commonest
+    assert abs(weights.mean() - 1) < 1e-5  # balanced weights keep the mean loss scale
+    assert all(len(batch) == 2 for batch in p.val) and all(len(batch) == 2 for batch in p.test)
+
+
 def test_train_epochs_resume_with_the_same_batches():
     p = data.make_pipelines(_toy(), batch_size=64)  # 360 train images: 6 batches per epoch
     full = [(x.numpy(), y.numpy()) for x, y in data.train_epochs(p, epochs=3)]

@@ -111,6 +111,23 @@ def test_same_seed_same_metrics_and_nan_stops_cleanly(tmp_path, shared_data):
     assert not (tmp_path / "runs" / "nan" / "metrics.json").exists()
 
 
+def test_class_weighted_sam_with_label_smoothing_trains_on_the_imbalanced_reptiles(tmp_path, shared_data):
+    from tfcnn import config, data, train
+
+    settings = dict(arch="cifar_cnn", dataset="cifar10_reptiles", data_dir=str(shared_data), limit_train="1500",
+                    limit_test="300", epochs="1", batch_size="64", optimizer="sam", lr="0.05",
+                    label_smoothing="0.1", class_weight="balanced", verbose="0", tensorboard="false",
+                    runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved"), name="cw")
+    metrics = train.train_and_evaluate(config.make_config(settings))
+    assert np.isfinite(metrics["test"]["loss"]) and metrics["epochs"] == 1
+    saved = json.loads((tmp_path / "runs" / "cw" / "config.json").read_text())
+    assert saved["class_weight"] == "balanced"
+    # The weights come from the run's own train split: reptiles (labels 10-14) weigh ~10x a CIFAR-10 class.
+    ds = data.load("cifar10_reptiles", str(shared_data))
+    weights = data.class_weights(ds.y_train, ds.num_classes, "balanced")
+    assert weights[10:].min() / weights[:10].max() == pytest.approx(10, rel=0.01)
+
+
 def _poison(after_batch):
     """A callback that turns a weight into NaN in the second epoch, as a diverging run would."""
     import keras

@@ -12,6 +12,7 @@ from tfcnn.errors import TfcnnError
 
 OPTIMIZERS = ("sgd", "adam", "sam")
 SCHEDULES = ("constant", "step", "cosine")
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 # Options passed to the model builder when set; the builder rejects the ones it does not take.
@@ -77,6 +78,10 @@ class Config:
     weight_decay: float = _field(0.0, "optimisation", "L2 in the model for resnet (as the lab), decoupled in the "
                                                       "optimizer otherwise")
     label_smoothing: float = _field(0.0, "optimisation", "label smoothing of the cross-entropy (0: off)")
+    class_weight: str = _field("none", "optimisation", "weight of each training image's loss by its class: balanced "
+                                                       "= n / (classes x n_class) (scikit-learn's), sqrt = its square "
+                                                       "root (milder), for imbalanced sets such as cifar10_reptiles",
+                               CLASS_WEIGHTS)
     # schedule
     schedule: str = _field("constant", "schedule", "learning-rate schedule over the epochs", SCHEDULES)
     milestones: typing.List[int] = _field(None, "schedule", "step schedule: epochs where lr is multiplied by --gamma, "
@@ -128,6 +133,8 @@ class Config:
         need(self.arch in models.available(), f"unknown --arch {self.arch!r}; choose one of {', '.join(models.available())}")
         need(self.optimizer in OPTIMIZERS, f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, f"unknown --schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        need(self.class_weight in CLASS_WEIGHTS,
+             f"unknown --class-weight {self.class_weight!r}; choose one of {', '.join(CLASS_WEIGHTS)}")
         need(self.strategy in STRATEGIES, f"unknown --strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         need(self.mixed_precision in PRECISIONS,
              f"unknown --mixed-precision {self.mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -246,7 +253,11 @@ def make_config(overrides=None, config_file=None):
         raise TfcnnError(f"unknown config fields {unknown}")
     from_file = load_file(config_file) if config_file else {}
     arch = overrides.get("arch", from_file.get("arch", Config.arch))
-    values = {**ARCH_DEFAULTS.get(arch, {}), **from_file, **overrides}
+    arch_defaults = dict(ARCH_DEFAULTS.get(arch, {}))
+    chosen = {**from_file, **overrides}
+    if chosen.get("dataset", arch_defaults.get("dataset")) != arch_defaults.get("dataset"):
+        arch_defaults.pop("classes", None)  # the arch default's classes belong to its own dataset
+    values = {**arch_defaults, **chosen}
     return Config(**{k: _coerce(k, v) for k, v in values.items()}).validate()
 
 

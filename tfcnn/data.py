@@ -778,17 +778,37 @@ def augment_fn(kind, image_shape, cutout=0, fill=0):
     return augment
 
 
+def class_weights(y, num_classes, kind="none"):
+    """Per-class loss weights of the train labels y, or None for kind "none".
+
+    balanced: scikit-learn's n / (num_classes x n_class), the weights Keras' `class_weight` expects;
+    sqrt: their square root, a milder push for rare classes (for macro F1, full balancing trades too
+    much precision on the rare classes for recall).
+    """
+    if kind == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(y)
+    if len(present) < num_classes:
+        raise TfcnnError(f"--class-weight {kind} needs training images of every class; "
+                         f"{num_classes - len(present)} of {num_classes} have none")
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=y).astype(np.float32)
+    return np.sqrt(weights) if kind == "sqrt" else weights
+
+
 CHUNK_BATCHES = 32  # train batches gathered and augmented per op
 
 
 def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, normalize=False,
-                   limit_train=None, limit_test=None, cache=True, one_hot=False, cutout=0):
+                   limit_train=None, limit_test=None, cache=True, one_hot=False, cutout=0, class_weight="none"):
     """Split off validation, then batch train (shuffled, augmented), val and test as tf.data.
 
     Images stay on the raw 0-255 scale unless normalize=True ((x - mean) / std, train-only stats);
     `augment` may also name a kind from AUGMENTATIONS instead of the dataset's default;
     one_hot=True gives float32 one-hot labels (for label smoothing) instead of int32 ids;
-    cutout=N erases an N x N square of each train image (see augment_fn).
+    cutout=N erases an N x N square of each train image (see augment_fn);
+    class_weight "balanced" or "sqrt" adds a per-image loss weight to the train batches (see class_weights).
     """
     if batch_size < 1:
         raise TfcnnError(f"batch size {batch_size} must be at least 1")
@@ -804,6 +824,7 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
         keep = np.sort(_stratified_take(y_test, limit_test, np.random.default_rng(0)))
         x_test, y_test = x_test[keep], y_test[keep]
     mean, std = normalization_stats(x_train)
+    weights = class_weights(y_train, ds.num_classes, class_weight)
     kind = ds.augmentation if augment is True else "none" if augment is False else augment
     tf = _tf()
     fill = np.clip(np.round(mean), 0, 255) if x_train.dtype == np.uint8 else mean
@@ -853,6 +874,9 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
         if full < n_train:
             epoch = epoch.concatenate(tf.data.Dataset.from_tensors(tf.constant(full, tf.int64))
                                       .map(lambda start: augmented(start, n_train)))
+        if weights is not None:  # (images, labels, sample weights): Keras' train_step weighs each image's loss
+            return epoch.map(lambda images, labels: (*to_model(tf.cast(images, tf.float32), labels),
+                                                     tf.gather(weights, labels)), num_parallel_calls=auto)
         return epoch.map(lambda images, labels: to_model(tf.cast(images, tf.float32), labels),
                          num_parallel_calls=auto)
 

@@ -403,7 +403,8 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
     ds = data.load(config.dataset, config.data_dir, classes=config.classes)
     pipes = data.make_pipelines(ds, batch_size=global_batch, val_fraction=config.val_fraction, seed=config.seed,
                                 augment=config.augment, limit_train=config.limit_train, limit_test=config.limit_test,
-                                one_hot=config.label_smoothing > 0, cutout=config.cutout)
+                                one_hot=config.label_smoothing > 0, cutout=config.cutout,
+                                class_weight=config.class_weight)
     if pipes.val_size == 0:
         raise TfcnnError("the validation split is empty; the best checkpoint is chosen on it, so use --val-fraction > 0")
     steps = math.ceil(pipes.train_size / global_batch)
