@@ -508,7 +508,6 @@ def plot_grid(table, path, title=None):
     if "matplotlib.pyplot" not in sys.modules:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
     from matplotlib.ticker import MaxNLocator
 
     seeded = "setup" in table
@@ -532,15 +531,7 @@ def plot_grid(table, path, title=None):
     bars.set_xlabel("test accuracy" + (" (mean ± std over seeds)" if seeded else ""))
     bars.grid(axis="x", alpha=0.3)
     if seeded:
-        # Validation curves of a setup's seeds: their mean, and a band of ± one std across seeds.
-        for label, color in zip(labels, colors):
-            frames = [history(run) for run in table.loc[table["setup"] == label, "run"]]
-            frames = [h.set_index("epoch")["val_accuracy"] for h in frames if len(h) and "val_accuracy" in h]
-            if frames:
-                runs = pd.concat(frames, axis=1)
-                mean, std = runs.mean(axis=1), runs.std(axis=1, ddof=1).fillna(0)
-                curves.plot(mean.index, mean, color=color, label=f"{label} (n={runs.shape[1]})")
-                curves.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.2)
+        plot_seed_curves(curves, table, labels, colors)
     for label, run_dir, color in ([] if seeded else zip(labels, table["run"], colors)):
         hist = history(run_dir)
         if len(hist) and "val_accuracy" in hist:
@@ -557,6 +548,22 @@ def plot_grid(table, path, title=None):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_seed_curves(ax, table, setups, colors=None, metric="val_accuracy"):
+    """On `ax`, per setup of a seeded grid: the mean curve of its seeds and a band of ± one std across them."""
+    import pandas as pd
+
+    colors = [None] * len(setups) if colors is None else colors
+    for setup, color in zip(setups, colors):
+        frames = [history(run) for run in table.loc[table["setup"] == setup, "run"]]
+        frames = [h.set_index("epoch")[metric] for h in frames if len(h) and metric in h]
+        if frames:
+            runs = pd.concat(frames, axis=1)
+            mean, std = runs.mean(axis=1), runs.std(axis=1, ddof=1).fillna(0)
+            line, = ax.plot(mean.index, mean, color=color, label=f"{setup} (n={runs.shape[1]})")
+            ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    return ax
 
 
 # ---------------------------------------------------------------- notebook helpers
