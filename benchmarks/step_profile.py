@@ -5,7 +5,7 @@
 The tfcnn side profiles `--steps` steps of the trainer's model and compile (tfcnn.bench's session,
 synthetic in-memory batches, so no input pipeline) with TF's profiler and sums each op type's
 self time (framework_op_stats). The PyTorch side runs the shared reference network
-(benchmarks/torch_peers.py --profile, channels_last unless --nchw) under torch.profiler and sums
+(benchmarks/torch_peers.py --profile, channels_last unless --nchw, bf16 autocast with --mixed-precision bfloat16) under torch.profiler and sums
 each aten op's self CPU time. Both are mapped to the same groups (convolution forward, convolution
 backward, batch norm, relu, elementwise, optimizer, ...), printed as ms per step and share
 of the profiled op time, so the two frameworks' costs can be compared group by group. Only the
@@ -83,13 +83,16 @@ def _torch_profile(args):
     cmd = [args.torch_python, str(REPO / "benchmarks" / "torch_peers.py"), "--arch", "resnet", "--stack-n",
            str(args.stack_n), "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--profile"]
     cmd += [] if args.nchw else ["--channels-last"]
+    # Like for like: tfcnn in bfloat16 against PyTorch's bf16 autocast, float32 against float32.
+    precision = "bfloat16" if args.mixed_precision == "bfloat16" else "float32"
+    cmd += ["--precision", precision]
     done = subprocess.run(cmd, capture_output=True, text=True,
                           env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
     if done.returncode != 0:
         sys.exit(f"the PyTorch side failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
     layout = "NCHW" if args.nchw else "channels_last"
-    return {"framework": f"PyTorch {out['torch']} {layout} float32", "by_op": out["profile_ms_per_step"]}
+    return {"framework": f"PyTorch {out['torch']} {layout} {precision}", "by_op": out["profile_ms_per_step"]}
 
 
 def _report(side, top):
