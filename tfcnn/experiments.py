@@ -133,6 +133,22 @@ GRIDS = {
                   label_smoothing=0.1, cutout=8),
         variants=[dict(seed=1), dict(seed=2), dict(seed=3)],
     ),
+    "resnet-recipe": dict(
+        description="Short runs for the ResNet-32 60-epoch recipe (issue 11): ResNet-20 (stack_n 3), 20 epochs, the "
+                    "recipe of configs/resnet32_cifar10_fast.yaml (SGD 0.1 Nesterov, batch 128, cosine after 1 warmup "
+                    "epoch, label smoothing 0.1) with its two regularisers varied, 2 x 2: L2 5e-4 (the file's; Keras' "
+                    "L2 adds wd x w^2 to the loss, so its gradient is PyTorch's weight_decay 1e-3) or 2.5e-4 (PyTorch's "
+                    "usual 5e-4), and cutout 16 (the file's) or 8. The 60-epoch ResNet-32 with the file's recipe "
+                    "ended with train accuracy (0.919, augmented) below validation (0.924): too much regularisation "
+                    "for 60 epochs?",
+        base=dict(arch="resnet", stack_n=3, dataset="cifar10", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
+                  batch_size=128, epochs=20, schedule="cosine", warmup_epochs=1, label_smoothing=0.1),
+        variants=[dict(weight_decay=5e-4, cutout=16, label="l2-5e-4-cutout16"),
+                  dict(weight_decay=2.5e-4, cutout=16, label="l2-2.5e-4-cutout16"),
+                  dict(weight_decay=5e-4, cutout=8, label="l2-5e-4-cutout8"),
+                  dict(weight_decay=2.5e-4, cutout=8, label="l2-2.5e-4-cutout8")],
+        quick=dict(limit_train=512, limit_test=500),
+    ),
     "reptiles-transfer": dict(
         description="The ResNet lab's transfer: the ResNet-32 trained on CIFAR-10 (configs/resnet32_cifar10_fast.yaml, shipped as "
                     "`pretrained:resnet32-cifar10`) moved to the 15-class CIFAR-10 + reptiles set with a new 15-way head, "
