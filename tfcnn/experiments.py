@@ -536,9 +536,10 @@ def plot_grid(table, path, title=None):
     y = np.arange(len(labels))
     bars.barh(y, np.nan_to_num(acc), color=colors,
               xerr=None if spread is None else np.nan_to_num(spread), capsize=3)
-    for yi, a in zip(y, acc):
+    ends = np.nan_to_num(acc) + (0 if spread is None else np.nan_to_num(spread))  # right of the error bar
+    for yi, a, end in zip(y, acc, ends):
         text = f" {a:.4f}" if np.isfinite(a) else " failed"
-        bars.text(np.nan_to_num(a), yi, text, va="center", fontsize=8)
+        bars.text(end, yi, text, va="center", fontsize=8)
     bars.set_yticks(y, labels, fontsize=8)
     bars.invert_yaxis()
     finite = acc[np.isfinite(acc)]
