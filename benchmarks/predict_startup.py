@@ -22,7 +22,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tfcnn.hardware import cpu_info  # noqa: E402  (stdlib only)
+from tfcnn.hardware import cpu_info, describe_cpu  # noqa: E402  (stdlib only)
 MODEL = REPO / "saved_models" / "lenet5-mnist"
 
 
@@ -65,8 +65,7 @@ def main(argv=None):
                 walls[name].append(wall)
                 cpus[name].append(cpu)
             loads.append(os.getloadavg()[0])
-    cpu = cpu_info()
-    print(f"{cpu['model']} ({'native' if cpu['native_bf16'] else 'no native'} bfloat16), {cpu['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f}, "
+    print(f"{describe_cpu(cpu_info())}, load average {min(loads):.1f}-{max(loads):.1f}, "
           f"{args.rounds} rounds interleaved")
     base = statistics.median(walls["predict SavedModel"])
     print(f"{'variant':20} {'wall median':>12} {'min':>7} {'max':>7} {'CPU median':>11} {'vs SavedModel':>14}")

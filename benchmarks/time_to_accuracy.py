@@ -183,7 +183,7 @@ def main():
         print(json.dumps(tfcnn_side(args)))
         return
     sys.path.insert(0, str(REPO))
-    from tfcnn.hardware import cpu_info
+    from tfcnn.hardware import cpu_info, describe_cpu
 
     per_call = [v.strip() for v in args.steps_per_execution.split(",") if v.strip()] or [None]
     runs = ([("tfcnn", v) for v in per_call] if args.side in ("both", "tfcnn") else []) + \
@@ -218,8 +218,7 @@ def main():
     recipe = f"tfcnn: {args.tfcnn_config}, PyTorch: " if args.tfcnn_config else ""
     print(f"LeNet-5 ({variant}) / MNIST to {args.target:.1%} test accuracy ({recipe}batch 100, Adam 1e-3; "
           f"tfcnn precision {args.precision}); {args.rounds} round(s), interleaved")
-    print(f"CPU: {report['cpu']}, {report['cores']} cores, native bf16: {'yes' if report['native_bf16'] else 'no'}; "
-          f"1-min load before/after each run {loads}")
+    print(f"{describe_cpu(cpu)}; 1-min load before/after each run {loads}")
     print(f"{'variant':28} {'reached':>9} {'epochs':>10} {'wall s':>8} {'ratio':>6} {'s/epoch':>8} {'best acc':>8}"
           f"  paired ratios")
     for row in table:

@@ -855,6 +855,11 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
     full = n_train // batch_size * batch_size  # images in full batches; the rest make one short batch
     chunk = CHUNK_BATCHES * batch_size
 
+    def to_train(images, labels):
+        batch = to_model(tf.cast(images, tf.float32), labels)
+        # With class weights, (images, labels, sample weights): Keras' train_step weighs each image's loss.
+        return batch if weights is None else (*batch, tf.gather(weights, labels))
+
     def train_epoch(epoch_seed):
         """One epoch of shuffled, augmented batches, determined by epoch_seed (int64, shape (2,))."""
         order = tf.argsort(tf.random.stateless_uniform([n_train], fold_in(epoch_seed, 0)))
@@ -874,11 +879,7 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
         if full < n_train:
             epoch = epoch.concatenate(tf.data.Dataset.from_tensors(tf.constant(full, tf.int64))
                                       .map(lambda start: augmented(start, n_train)))
-        if weights is not None:  # (images, labels, sample weights): Keras' train_step weighs each image's loss
-            return epoch.map(lambda images, labels: (*to_model(tf.cast(images, tf.float32), labels),
-                                                     tf.gather(weights, labels)), num_parallel_calls=auto)
-        return epoch.map(lambda images, labels: to_model(tf.cast(images, tf.float32), labels),
-                         num_parallel_calls=auto)
+        return epoch.map(to_train, num_parallel_calls=auto)
 
     # A new seeded epoch seed each time the dataset is iterated: fit(train, epochs=N) reshuffles.
     epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
