@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,18 @@ def test_resnet_defaults_follow_the_lab():
     assert config.milestones == [81, 122] and config.gamma == 0.1
     assert config.weight_decay == 1e-4 and config.stack_n == 5 and config.dataset == "cifar10"
     assert config.model_options() == {"stack_n": 5, "weight_decay": 1e-4}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_file_is_valid(path):
+    config = make_config({}, path)  # raises TfcnnError on an unknown field or a bad value
+    assert config.arch and config.dataset and config.epochs >= 1
+
+
+def test_the_resnet32_recipe_is_the_lab_network_in_at_most_60_epochs():
+    config = make_config({}, Path(__file__).parents[1] / "configs" / "resnet32_cifar10_fast.yaml")
+    assert (config.arch, config.stack_n, config.dataset) == ("resnet", 5, "cifar10")
+    assert config.epochs <= 60
 
 
 def test_precedence_defaults_arch_file_flags(tmp_path):
