@@ -42,14 +42,16 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=8, help="rounds, variants interleaved (default 8)")
     args = parser.parse_args(argv)
     py = sys.executable
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    data_dir = Path(os.environ.get("TFCNN_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+    if not (data_dir / "mnist.npz").is_file():
+        sys.exit(f"error: no mnist.npz in {data_dir}: set TFCNN_DATA_DIR to the dataset folder (../shared/data)")
+    # The children get the same folder: the TFLite export checks its parity on MNIST test images.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TFCNN_DATA_DIR": str(data_dir)}
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "digit.png"
-        data_dir = Path(os.environ.get("TFCNN_DATA_DIR", REPO.parent / "shared" / "data"))
         Image.fromarray(np.load(data_dir / "mnist.npz")["x_test"][0]).save(image)  # a 7
         tflite = Path(tmp) / "model.tflite"
-        subprocess.run([py, "-m", "tfcnn.export", "--model", str(MODEL), "--format", "tflite", "--out", str(tflite)],
-                       cwd=REPO, env=env, check=True, capture_output=True)
+        timed([py, "-m", "tfcnn.export", "--model", str(MODEL), "--format", "tflite", "--out", str(tflite)], env)
         variants = {
             "python -c pass": [py, "-c", "pass"],
             "predict .onnx": [py, "-m", "tfcnn.predict", "--model", str(MODEL / "model.onnx"), str(image)],
