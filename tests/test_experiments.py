@@ -92,6 +92,13 @@ def test_grid_configs_precedence_and_clashes(tmp_path):
         experiments.grid_configs("lenet-study", colour="red")
 
 
+@pytest.mark.parametrize("name", sorted(experiments.GRIDS))
+def test_every_built_in_grid_makes_valid_configs(name, tmp_path):
+    _, configs, _, _ = experiments.grid_configs(name, runs_dir=str(tmp_path))
+    assert len(configs) == len(experiments.GRIDS[name]["variants"]) * len(experiments.GRIDS[name].get("seeds") or [0])
+    assert len({config.name for _, config in configs}) == len(configs)
+
+
 def test_variant_labels():
     assert experiments.variant_label({"optimizer": "adam", "activation": "tanh", "lr": 0.0001}) == "adam-tanh-lr0.0001"
     assert experiments.variant_label({}) == "baseline"
