@@ -34,6 +34,18 @@ _LENET_LAB = dict(arch="lenet5", dataset="mnist", schedule="constant", batch_siz
 
 # Each grid: description, base (Config fields shared by every run), variants (what differs),
 # quick (extra settings for --quick, on top of QUICK).
+# The ResNet lab's transfer to CIFAR-10 + reptiles: what its grids share.
+_REPTILES = dict(arch="resnet", stack_n=5, dataset="cifar10_reptiles", init_from="pretrained:resnet32-cifar10",
+                 optimizer="sgd", momentum=0.9, nesterov=True, batch_size=128, schedule="cosine", label_smoothing=0.1)
+_REPTILE_SETUPS = [
+    dict(freeze="stem_*,stage1_*,stage2_*", lr=0.05, label="last-stage"),
+    # Without the warmup, lr 0.01 diverged (NaN in epoch 1, batch 26): the new head's random
+    # gradients reach a body whose frozen BatchNorm no longer renormalises.
+    dict(freeze="*_bn", lr=0.01, warmup_epochs=1, label="full-bn-frozen"),
+    dict(init_from=None, freeze="none", lr=0.1, warmup_epochs=1, label="scratch"),
+]
+_REPTILE_NAMES = ["crocodile", "dinosaur", "lizard", "snake", "turtle"]
+
 GRIDS = {
     "lenet-variants": dict(
         description="The MNIST lab's ten LeNet-5 variants (optimizer x activation x learning rate): classic "
@@ -156,16 +168,9 @@ GRIDS = {
                     "CIFAR-10 recipe's lr, warmup and L2). head: only the head trains (the lab's set-up; the lab trained "
                     "it 20 epochs). last-stage: stage 3, the final BatchNorm and the head train. full-bn-frozen: everything "
                     "but BatchNorm trains at a low rate, after a 1-epoch warmup.",
-        base=dict(arch="resnet", stack_n=5, dataset="cifar10_reptiles", init_from="pretrained:resnet32-cifar10",
-                  optimizer="sgd", momentum=0.9, nesterov=True, batch_size=128, epochs=5, schedule="cosine",
-                  label_smoothing=0.1, weight_decay=5e-4),
-        variants=[dict(freeze="all", lr=0.1, label="head"),
-                  dict(freeze="stem_*,stage1_*,stage2_*", lr=0.05, label="last-stage"),
-                  # Without the warmup, lr 0.01 diverged (NaN in epoch 1, batch 26): the new head's random
-                  # gradients reach a body whose frozen BatchNorm no longer renormalises.
-                  dict(freeze="*_bn", lr=0.01, warmup_epochs=1, label="full-bn-frozen"),
-                  dict(init_from=None, freeze="none", lr=0.1, warmup_epochs=1, label="scratch")],
-        class_f1=["crocodile", "dinosaur", "lizard", "snake", "turtle"],
+        base=dict(_REPTILES, epochs=5, weight_decay=5e-4),
+        variants=[dict(freeze="all", lr=0.1, label="head"), *_REPTILE_SETUPS],
+        class_f1=_REPTILE_NAMES,
     ),
     "reptiles-transfer-20": dict(
         description="The ResNet lab's transfer at the lab's budget, 20 epochs: the ResNet-32 of "
@@ -176,14 +181,9 @@ GRIDS = {
                     "counts ~3.2x a CIFAR-10 one), which the 5-epoch probe showed lifts the reptiles' recall. last-stage: "
                     "stage 3, the final BatchNorm and the head train. full-bn-frozen: everything but BatchNorm trains at "
                     "a low rate after a 1-epoch warmup.",
-        base=dict(arch="resnet", stack_n=5, dataset="cifar10_reptiles", init_from="pretrained:resnet32-cifar10",
-                  optimizer="sgd", momentum=0.9, nesterov=True, batch_size=128, epochs=20, schedule="cosine",
-                  label_smoothing=0.1, weight_decay=2.5e-4, class_weight="sqrt"),
-        variants=[dict(freeze="all", lr=0.1, class_weight="none", label="head-lab"),
-                  dict(freeze="stem_*,stage1_*,stage2_*", lr=0.05, label="last-stage"),
-                  dict(freeze="*_bn", lr=0.01, warmup_epochs=1, label="full-bn-frozen"),
-                  dict(init_from=None, freeze="none", lr=0.1, warmup_epochs=1, label="scratch")],
-        class_f1=["crocodile", "dinosaur", "lizard", "snake", "turtle"],
+        base=dict(_REPTILES, epochs=20, weight_decay=2.5e-4, class_weight="sqrt"),
+        variants=[dict(freeze="all", lr=0.1, class_weight="none", label="head-lab"), *_REPTILE_SETUPS],
+        class_f1=_REPTILE_NAMES,
     ),
 }
 # --quick: a smoke run of the grid, not a result.
