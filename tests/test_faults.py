@@ -229,6 +229,23 @@ def test_steps_per_execution_resumes_to_the_result_of_one_batch_per_call(tmp_pat
     assert_same_result(run, reference)
 
 
+def test_an_ema_run_killed_after_validating_epoch_2_resumes_to_the_uninterrupted_result(tmp_path, shared_data,
+                                                                                        reference):
+    """--ema swaps the moving average in for validation and the best checkpoint, and back: killed once epoch 2's
+    row is written (its backup not yet), the run resumes after epoch 1 and ends as an uninterrupted --ema run."""
+    ema = ["--ema", "0.9"]
+    uninterrupted = _train(tmp_path, "ema-ref", shared_data, args=ema)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    killed = _train(tmp_path, "ema", shared_data, fault="history:2", args=ema)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    done = _train(tmp_path, "ema", shared_data, args=ema)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_resumed(done, "ema", 1)
+    run, ema_reference = tmp_path / "runs" / "ema", tmp_path / "runs" / "ema-ref"
+    assert_same_result(run, ema_reference)
+    assert _history(run) != _history(reference)  # the average, not the trained weights, was validated
+
+
 # ---------------------------------------------------------------- damaged checkpoints
 
 def test_a_truncated_current_checkpoint_resumes_from_the_previous_copy(tmp_path, shared_data, reference,

@@ -59,3 +59,47 @@ def test_sam_step_trains_and_restores_the_climb():
     history = sam.fit(x, y, epochs=15, batch_size=8, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert history.history["accuracy"][-1] > 0.8
+
+
+def test_ema_validates_and_checkpoints_the_average_and_trains_on_exactly_the_raw_weights(tmp_path):
+    """--ema: validation and the best checkpoint see the optimizer's moving average; training continues on the
+    trained weights, bit for bit (Keras' own swap adds and subtracts, which rounds)."""
+    import keras
+
+    from tfcnn.checkpoints import EMAValidation, ModelCheckpoint, ema_weights
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    optimizer = make_optimizer(make_config({"arch": "lenet5", "optimizer": "sgd", "lr": "0.3", "ema": "0.9"}), 4)
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    raw_at_validation, seen = [], []
+
+    class Spy(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            seen.append([v.numpy().copy() for v in model.trainable_variables])
+
+    best = tmp_path / "best.weights.h5"
+
+    class Stop(keras.callbacks.Callback):  # the raw weights of the epoch's end, before fit finalises the average
+        def on_epoch_end(self, epoch, logs=None):
+            raw_at_validation.append([v.numpy().copy() for v in model.trainable_variables])
+
+    model.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
+              callbacks=[EMAValidation(), Spy(), ModelCheckpoint(str(best), save_weights_only=True), Stop()])
+    averages = [v.numpy() for v in optimizer._model_variables_moving_average]
+    for at_validation, average in zip(seen[-1], averages):
+        np.testing.assert_array_equal(at_validation, average)
+    assert any(not np.array_equal(a, r) for a, r in zip(averages, raw_at_validation[-1]))
+    # fit ends by putting the average in the model (Keras' finalize_variable_values); the checkpoint holds it too
+    checked = keras.models.clone_model(model)
+    checked.load_weights(best)
+    for saved, average in zip(checked.trainable_variables, averages):
+        np.testing.assert_array_equal(saved.numpy(), average)
+    with ema_weights(model):  # swapping twice returns every value exactly
+        pass
+    for var, average in zip(model.trainable_variables, averages):
+        np.testing.assert_array_equal(var.numpy(), average)

@@ -9,6 +9,7 @@ metadata, written last, names the sha256 of its weights, and resume takes the ne
 weights match it. tfcnn.train puts BackupAndRestore after every other callback: an epoch counts as
 done only once the best weights, history.csv and TensorBoard hold it.
 """
+import contextlib
 import json
 import logging
 import shutil
@@ -136,12 +137,50 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         runfiles.write_json(meta, {"epoch": self._current_epoch, "batch": self._last_batch_seen, "sha256": digest})
 
 
+@contextlib.contextmanager
+def ema_weights(model):
+    """The optimizer's moving average of the weights (--ema, Keras' use_ema) in the model inside the block, the
+    trained weights again after it. Swapped through copies: Keras' SwapEMAWeights swaps in place by adding and
+    subtracting, which rounds, so a run resumed from its backup would not continue on the same weights."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # float16's LossScaleOptimizer
+    if not getattr(optimizer, "use_ema", False) or not optimizer.built:
+        yield
+        return
+    pairs = [(var, average) for var, average in zip(optimizer._trainable_variables,
+                                                    optimizer._model_variables_moving_average)
+             if average is not None]
+    _swap(pairs)
+    try:
+        yield
+    finally:
+        _swap(pairs)
+
+
+def _swap(pairs):
+    for var, average in pairs:
+        held = keras.ops.convert_to_numpy(var)
+        var.assign(average)
+        average.assign(held)
+
+
+class EMAValidation(keras.callbacks.Callback):
+    """Validation on the moving average of the weights (--ema), as Keras' SwapEMAWeights, exactly."""
+
+    def on_test_begin(self, logs=None):
+        self._swapped = ema_weights(self.model)
+        self._swapped.__enter__()
+
+    def on_test_end(self, logs=None):
+        self._swapped.__exit__(None, None, None)
+
+
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Keras' ModelCheckpoint whose file is replaced atomically (Keras rewrites it in place)."""
+    """Keras' ModelCheckpoint whose file is replaced atomically (Keras rewrites it in place), holding the
+    moving average of the weights with --ema (the weights validation measured)."""
 
     def _save_model(self, epoch, batch, logs):
         target = self.filepath
-        with runfiles.atomic_path(target) as tmp:
+        with runfiles.atomic_path(target) as tmp, ema_weights(self.model):
             self.filepath = str(tmp)  # Keras writes here when the epoch is an improvement
             try:
                 super()._save_model(epoch, batch, logs)

@@ -78,6 +78,10 @@ class Config:
     weight_decay: float = _field(0.0, "optimisation", "L2 in the model for resnet (as the lab), decoupled in the "
                                                       "optimizer otherwise")
     label_smoothing: float = _field(0.0, "optimisation", "label smoothing of the cross-entropy (0: off)")
+    ema: float = _field(0.0, "optimisation", "momentum of an exponential moving average of the weights (Polyak "
+                                             "averaging, timm's --model-ema; Keras' use_ema), e.g. 0.999: "
+                                             "validation, the best checkpoint and the exported model use the "
+                                             "average (0: off)")
     class_weight: str = _field("none", "optimisation", "weight of each training image's loss by its class: balanced "
                                                        "= n / (classes x n_class) (scikit-learn's), sqrt = its square "
                                                        "root (milder), for imbalanced sets such as cifar10_reptiles",
@@ -148,6 +152,7 @@ class Config:
         need(self.cutout >= 0, f"--cutout must be 0 (off) or a size in pixels, got {self.cutout}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        need(0 <= self.ema < 1, f"--ema must be in [0, 1) (0: off; e.g. 0.999), got {self.ema}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         need(self.sam_rho > 0, f"--sam-rho must be positive, got {self.sam_rho}")
         need(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}")

@@ -52,12 +52,15 @@ def make_optimizer(config, steps_per_epoch, *, lr=None, epochs=None, decoupled_w
                            config.milestones, config.gamma, config.warmup_epochs)
     # ResNet carries its weight decay as L2 in the model (the lab's choice); others decay in the optimizer.
     wd = config.weight_decay if (decoupled_weight_decay and config.weight_decay > 0) else None
+    # Keras' EMA averages the trainable weights (BatchNorm's moving statistics are kept as trained).
+    ema = dict(use_ema=True, ema_momentum=config.ema) if config.ema > 0 else {}
     if config.optimizer in ("sgd", "sam"):
-        return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov, weight_decay=wd)
+        return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov, weight_decay=wd,
+                                    **ema)
     if config.optimizer == "adam":
         if wd:
-            return keras.optimizers.AdamW(schedule, weight_decay=wd)
-        return keras.optimizers.Adam(schedule)
+            return keras.optimizers.AdamW(schedule, weight_decay=wd, **ema)
+        return keras.optimizers.Adam(schedule, **ema)
     raise TfcnnError(f"unknown optimizer {config.optimizer!r}")
 
 

@@ -182,6 +182,8 @@ def _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True)
             save_weights_only=True, initial_value_threshold=_best_val_from_history(run_dir)),
         checkpoints.CSVLogger(str(history), append=initial_epoch > 0),
     ]
+    if config.ema > 0:
+        callbacks.insert(0, checkpoints.EMAValidation())
     if config.tensorboard:
         callbacks.append(checkpoints.TensorBoard(str(run_dir / "logs" / stage), profile_batch=0))
     last = [checkpoints.BackupAndRestore(run_dir / f"backup_{stage}", restore)] if backup else []
