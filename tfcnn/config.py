@@ -79,9 +79,11 @@ class Config:
                                                       "optimizer otherwise")
     label_smoothing: float = _field(0.0, "optimisation", "label smoothing of the cross-entropy (0: off)")
     ema: float = _field(0.0, "optimisation", "momentum of an exponential moving average of the weights (Polyak "
-                                             "averaging, timm's --model-ema; Keras' use_ema), e.g. 0.999: "
+                                             "averaging, Keras' use_ema; unlike timm's --model-ema "
+                                             "it averages only the trainable weights), e.g. 0.999: "
                                              "validation, the best checkpoint and the exported model use the "
-                                             "average (0: off)")
+                                             "average; BatchNorm keeps the trained weights' statistics, so at "
+                                             "high learning rates the average validates lower (0: off)")
     class_weight: str = _field("none", "optimisation", "weight of each training image's loss by its class: balanced "
                                                        "= n / (classes x n_class) (scikit-learn's), sqrt = its square "
                                                        "root (milder), for imbalanced sets such as cifar10_reptiles",
