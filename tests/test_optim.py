@@ -76,7 +76,7 @@ def test_ema_validates_and_checkpoints_the_average_and_trains_on_exactly_the_raw
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
-    raw_at_validation, seen = [], []
+    raw_at_epoch_end, seen = [], []
 
     class Spy(keras.callbacks.Callback):
         def on_test_begin(self, logs=None):
@@ -84,22 +84,25 @@ def test_ema_validates_and_checkpoints_the_average_and_trains_on_exactly_the_raw
 
     best = tmp_path / "best.weights.h5"
 
-    class Stop(keras.callbacks.Callback):  # the raw weights of the epoch's end, before fit finalises the average
+    class RawAtEpochEnd(keras.callbacks.Callback):  # the trained weights, before fit finalises the average
         def on_epoch_end(self, epoch, logs=None):
-            raw_at_validation.append([v.numpy().copy() for v in model.trainable_variables])
+            raw_at_epoch_end.append([v.numpy().copy() for v in model.trainable_variables])
 
     model.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
-              callbacks=[EMAValidation(), Spy(), ModelCheckpoint(str(best), save_weights_only=True), Stop()])
+              callbacks=[EMAValidation(), Spy(), ModelCheckpoint(str(best), save_weights_only=True), RawAtEpochEnd()])
     averages = [v.numpy() for v in optimizer._model_variables_moving_average]
     for at_validation, average in zip(seen[-1], averages):
         np.testing.assert_array_equal(at_validation, average)
-    assert any(not np.array_equal(a, r) for a, r in zip(averages, raw_at_validation[-1]))
+    assert any(not np.array_equal(a, r) for a, r in zip(averages, raw_at_epoch_end[-1]))
     # fit ends by putting the average in the model (Keras' finalize_variable_values); the checkpoint holds it too
     checked = keras.models.clone_model(model)
     checked.load_weights(best)
     for saved, average in zip(checked.trainable_variables, averages):
         np.testing.assert_array_equal(saved.numpy(), average)
-    with ema_weights(model):  # swapping twice returns every value exactly
-        pass
-    for var, average in zip(model.trainable_variables, averages):
-        np.testing.assert_array_equal(var.numpy(), average)
+    for var, raw in zip(model.trainable_variables, raw_at_epoch_end[-1]):
+        var.assign(raw)
+    with ema_weights(model):  # the average in, then the trained weights back, every value exactly
+        for var, average in zip(model.trainable_variables, averages):
+            np.testing.assert_array_equal(var.numpy(), average)
+    for var, raw in zip(model.trainable_variables, raw_at_epoch_end[-1]):
+        np.testing.assert_array_equal(var.numpy(), raw)

@@ -166,12 +166,15 @@ def _swap(pairs):
 class EMAValidation(keras.callbacks.Callback):
     """Validation on the moving average of the weights (--ema), as Keras' SwapEMAWeights, exactly."""
 
+    def __init__(self):
+        super().__init__()
+        self._swapped = contextlib.ExitStack()
+
     def on_test_begin(self, logs=None):
-        self._swapped = ema_weights(self.model)
-        self._swapped.__enter__()
+        self._swapped.enter_context(ema_weights(self.model))
 
     def on_test_end(self, logs=None):
-        self._swapped.__exit__(None, None, None)
+        self._swapped.close()
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
