@@ -62,6 +62,8 @@ def test_json_file_and_list_flags(tmp_path):
     ({"milestones": "122,81"}, "--milestones"),
     ({"freeze": "all"}, "--freeze needs --init-from"),
     ({"val_fraction": "1.5"}, "--val-fraction"),
+    ({"val_fraction": "0"}, "add --checkpoint last"),
+    ({"checkpoint": "final"}, "unknown --checkpoint"),
     ({"steps_per_execution": "0"}, "--steps-per-execution must be at least 1"),
     ({"steps_per_execution": "auto"}, "not a valid int"),
 ])

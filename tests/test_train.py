@@ -128,6 +128,47 @@ def test_class_weighted_sam_with_label_smoothing_trains_on_the_imbalanced_reptil
     assert weights[10:].min() / weights[:10].max() == pytest.approx(10, rel=0.01)
 
 
+@pytest.mark.parametrize("steps_per_execution", ["1", "4"])
+def test_checkpoint_last_trains_on_every_image_and_keeps_the_last_epochs_weights(tmp_path, shared_data,
+                                                                                  steps_per_execution):
+    """--val-fraction 0 --checkpoint last (He et al.'s final runs): no validation, and what is tested and exported
+    is the network as the last epoch left it."""
+    import keras
+
+    from tfcnn import config, train
+
+    class LastWeights(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            self.weights = [w.numpy().copy() for w in self.model.weights]
+
+    last = LastWeights()
+    settings = dict(arch="lenet5", dataset="mnist", data_dir=str(shared_data), limit_train="512", limit_test="200",
+                    epochs="2", batch_size="64", val_fraction="0", checkpoint="last", verbose="0",
+                    tensorboard="false", steps_per_execution=steps_per_execution,
+                    runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved"), name="last")
+    metrics = train.train_and_evaluate(config.make_config(settings), callbacks=[last])
+    assert metrics["checkpoint"] == "last" and metrics["checkpoint_epoch"] == 2 and metrics["epochs"] == 2
+    assert metrics["best_val_accuracy"] is None and metrics["final_val_accuracy"] is None
+    run = tmp_path / "runs" / "last"
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and "val_" not in history[0], history
+    kept = keras.saving.load_model(run / "model.keras")
+    assert len(kept.weights) == len(last.weights)
+    for saved, trained in zip(kept.weights, last.weights):
+        np.testing.assert_array_equal(saved.numpy(), trained)
+
+
+def test_checkpoint_last_without_validation_under_a_mirrored_strategy(tmp_path, shared_data):
+    result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "512", "--limit-test", "200",
+                         "--epochs", "2", "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2",
+                         "--val-fraction", "0", "--checkpoint", "last", "--name", "m0"), REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(512 train / 0 val / 200 test), 2 replica(s)" in result.stdout
+    assert "last epoch's weights (2)" in result.stdout
+    metrics = json.loads((tmp_path / "runs" / "m0" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["checkpoint_epoch"] == 2 and np.isfinite(metrics["test"]["loss"])
+
+
 def _poison(after_batch):
     """A callback that turns a weight into NaN in the second epoch, as a diverging run would."""
     import keras

@@ -193,9 +193,16 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
 class CSVLogger(keras.callbacks.CSVLogger):
     """Keras' CSVLogger: one flushed row per epoch; a resumed run first drops the rows of epochs its
-    backup does not hold (trim_history)."""
+    backup does not hold (trim_history). Without validation its columns are the logs' own (Keras adds val_
+    columns, of NA, for runs that validate every few epochs)."""
+
+    def __init__(self, filename, append=False, validation=True):
+        super().__init__(filename, append=append)
+        self.validation = validation
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None and not self.validation:
+            self.keys = sorted(logs or {})
         super().on_epoch_end(epoch, logs)
         runfiles.fault("history")
 

@@ -15,6 +15,7 @@ SCHEDULES = ("constant", "step", "cosine")
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+CHECKPOINTS = ("best", "last")
 # Options passed to the model builder when set; the builder rejects the ones it does not take.
 MODEL_OPTIONS = ("stack_n", "activation", "pool", "width", "alpha", "conv_layers", "dense_units", "dropout")
 
@@ -40,6 +41,10 @@ class Config:
     seed: int = _field(0, "runtime", "seed of the validation split, initialisation, shuffling and augmentation")
     deterministic: bool = _field(False, "runtime", "TensorFlow op determinism: bit-identical reruns, slower")
     overwrite: bool = _field(False, "output", "replace a finished run of the same name instead of refusing")
+    checkpoint: str = _field("best", "output", "the weights a run keeps, tests and exports: best (the epoch of the "
+                                               "highest validation accuracy) or last (the last epoch's; needs no "
+                                               "validation split, so --val-fraction 0 trains on every image)",
+                             choices=CHECKPOINTS)
     # data
     dataset: str = _field("mnist", "data", "mnist, notmnist, cifar10, cifar10_jpg, cifar100[:coarse|:SUPERCLASS|"
                                            ":ids or names], cifar10_reptiles or folder:PATH")
@@ -48,7 +53,7 @@ class Config:
     classes: typing.Optional[typing.List[str]] = _field(None, "data", "class subset, names or ids, comma-separated "
                                                                       "(e.g. 0,55,58); relabelled 0..K-1")
     val_fraction: float = _field(0.1, "data", "stratified, seeded share of the training images held out for "
-                                              "validation (picks the best checkpoint)")
+                                              "validation (picks the best checkpoint; 0: none, with --checkpoint last)")
     augment: bool = _field(True, "data", "the dataset's augmentation: crop + flip for colour images, 2-pixel shift "
                                          "for digits and letters")
     cutout: int = _field(0, "data", "side in pixels of a square erased from each training image at a random place "
@@ -150,6 +155,11 @@ class Config:
         need(self.fine_tune_epochs >= 0, f"--fine-tune-epochs must be 0 or more, got {self.fine_tune_epochs}")
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        need(self.checkpoint in CHECKPOINTS,
+             f"unknown --checkpoint {self.checkpoint!r}; choose one of {', '.join(CHECKPOINTS)}")
+        need(self.val_fraction > 0 or self.checkpoint == "last",
+             "--val-fraction 0 leaves no validation split to choose the best checkpoint on; add --checkpoint last "
+             "(keep the last epoch's weights) or hold out a share, e.g. --val-fraction 0.1")
         need(self.stack_n is None or self.stack_n >= 1, f"--stack-n must be at least 1 (6n+2 layers), got {self.stack_n}")
         need(self.cutout >= 0, f"--cutout must be 0 (off) or a size in pixels, got {self.cutout}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")

@@ -226,11 +226,13 @@ class EpochLoop:
         return int(self.epoch.numpy())
 
     def fit(self, train, val, *, epochs, initial_epoch, steps, callbacks):
-        """Epochs initial_epoch..epochs-1 of `steps` global batches from `train`, each validated on `val`."""
+        """Epochs initial_epoch..epochs-1 of `steps` global batches from `train`, each validated on `val`
+        (None: no validation)."""
         model, strategy = self.model, self.strategy
         batches = iter(strategy.experimental_distribute_dataset(_sharded_by_data(train)))
-        val_steps = int(val.cardinality())
-        val = strategy.experimental_distribute_dataset(_sharded_by_data(val))
+        val_steps = int(val.cardinality()) if val is not None else 0
+        if val is not None:
+            val = strategy.experimental_distribute_dataset(_sharded_by_data(val))
         loss = next(m for m in model.metrics if m.name == "loss")
 
         @tf.function
@@ -262,10 +264,11 @@ class EpochLoop:
             average_batch_statistics(strategy, model)  # before validation and the checkpoint: every copy alike
             logs = {name: float(value) for name, value in results().items()}
             model.reset_metrics()
-            callbacks.on_test_begin()
-            val_logs = {name: float(value) for name, value in evaluate(iter(val)).items()}
-            callbacks.on_test_end(val_logs)
-            logs.update({f"val_{name}": value for name, value in val_logs.items()})
+            if val is not None:
+                callbacks.on_test_begin()
+                val_logs = {name: float(value) for name, value in evaluate(iter(val)).items()}
+                callbacks.on_test_end(val_logs)
+                logs.update({f"val_{name}": value for name, value in val_logs.items()})
             callbacks.on_epoch_end(epoch, logs)
             # After the epoch's files: a kill in between repeats the epoch, which gives the same batches.
             self.epoch.assign(epoch + 1)

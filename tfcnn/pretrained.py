@@ -114,6 +114,17 @@ def _card(name, entry, config, metrics):
     rows = "\n".join(f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1-score']:.4f} | {int(v['support'])} |"
                      for c, v in metrics["test"]["per_class"].items())
     sub = entry["subset"]
+    if config.get("checkpoint", "best") == "last":
+        held_out = (f"minus a seeded, stratified {config['val_fraction']:.0%} validation split (seed {config['seed']}); "
+                    if config["val_fraction"] else "(all of it, no validation split); ")
+        split = (f"Training used the train split {held_out}the checkpoint is the last epoch's weights (epoch "
+                 f"{metrics['epochs']}), chosen before training; the test split was used once, at the end.")
+    else:
+        split = (f"Training used the train split minus a seeded, stratified {config['val_fraction']:.0%} validation "
+                 f"split\n(seed {config['seed']}), which chose the checkpoint (best validation accuracy, epoch "
+                 f"{metrics['best_epoch']} of\n{metrics['epochs']}); the test split was used once, at the end.")
+    best_val = metrics.get("best_val_accuracy")
+    best_val = f"{best_val:.4f}" if best_val is not None and best_val == best_val else "- (no validation split)"
     return f"""# {name}
 
 {entry['arch']} ({entry['params']:,} parameters) trained on `{entry['dataset']}`{' classes ' + ', '.join(map(str, config.get('classes') or [])) if config.get('classes') else ''}.
@@ -122,9 +133,7 @@ tfcnn.export, tfcnn.predict); the files are checked against saved_models/{MANIFE
 
 ## Data and split
 {DATA_SOURCES.get(entry['dataset'].split(':')[0], entry['dataset'])}
-Training used the train split minus a seeded, stratified {config['val_fraction']:.0%} validation split
-(seed {config['seed']}), which chose the checkpoint (best validation accuracy, epoch {metrics['best_epoch']} of
-{metrics['epochs']}); the test split was used once, at the end.
+{split}
 
 ## Recipe
 ```
@@ -134,7 +143,7 @@ Full settings: `config.json` of the run, copied here as `run_config.json`.
 
 ## Results (test split, float32 inference)
 - test accuracy **{t['accuracy']:.4f}**, macro F1 **{t['f1_macro']:.4f}** on {t['num_examples']:,} test images
-- best validation accuracy {metrics['best_val_accuracy']:.4f}
+- best validation accuracy {best_val}
 - subset re-measured by the tests (tests/test_pretrained.py): {sub['images']} test images evenly spaced
   (`tfcnn.export.check_indices({t['num_examples']}, {sub['images']})`): {sub['correct']} correct, accuracy {sub['accuracy']:.4f}
 - training: {metrics['train_time_s'] / 60:.1f} min ({metrics['epochs']} epochs, {metrics['train_images_per_s']} images/s,

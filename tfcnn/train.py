@@ -166,7 +166,7 @@ def _space_needed(model, run_folders):
     return max(6 * checkpoint + weights + 2**21 - held, 2**20)
 
 
-def _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True):
+def _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True, validation=True):
     """tfcnn's callbacks for both loops; `backup`: BackupAndRestore (model.fit's; the distributed loop checkpoints
     itself), restoring `restore` (checkpoints.restore_point). It goes last, after any `extra` callbacks: an epoch
     counts as done once every other file holds it, so a kill before that redoes the epoch and loses nothing."""
@@ -178,9 +178,10 @@ def _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True)
         EpochTimer(),
         NanGuard(),
         checkpoints.ModelCheckpoint(
-            str(run_dir / "best.weights.h5"), monitor="val_accuracy", mode="max", save_best_only=True,
+            str(run_dir / "best.weights.h5"), monitor="val_accuracy", mode="max",
+            save_best_only=config.checkpoint == "best",
             save_weights_only=True, initial_value_threshold=_best_val_from_history(run_dir)),
-        checkpoints.CSVLogger(str(history), append=initial_epoch > 0),
+        checkpoints.CSVLogger(str(history), append=initial_epoch > 0, validation=validation),
     ]
     if config.ema > 0:
         callbacks.insert(0, checkpoints.EMAValidation())
@@ -282,7 +283,8 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
     done = run_dir / f"{stage}.done"
     loop = restore = None
     if _custom_loop(strategy):
-        loop = distributed.EpochLoop(model, strategy, backup, pipes.val.element_spec)
+        eval_batches = pipes.val if pipes.val is not None else pipes.test  # only their element spec is read
+        loop = distributed.EpochLoop(model, strategy, backup, eval_batches.element_spec)
         with distributed.peers_required(strategy):
             initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch
         if initial_epoch >= epochs:
@@ -296,7 +298,8 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
     if 0 < initial_epoch < epochs:
         print(f"resuming {stage} of {run_dir.name} after epoch {initial_epoch}/{epochs}", flush=True)
     if initial_epoch < epochs:
-        callbacks, last = _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=loop is None)
+        callbacks, last = _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=loop is None,
+                                          validation=pipes.val is not None)
         callbacks += [*extra_callbacks, *last]
         if loop is None and model.steps_per_execution > 1:
             feed = EpochFeed(pipes, config.seed, steps)
@@ -407,8 +410,9 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
                                 augment=config.augment, limit_train=config.limit_train, limit_test=config.limit_test,
                                 one_hot=config.label_smoothing > 0, cutout=config.cutout,
                                 class_weight=config.class_weight)
-    if pipes.val_size == 0:
-        raise TfcnnError("the validation split is empty; the best checkpoint is chosen on it, so use --val-fraction > 0")
+    if pipes.val_size == 0 and config.checkpoint == "best":
+        raise TfcnnError("the validation split is empty; the best checkpoint is chosen on it, so use --val-fraction > 0 "
+                         "or --checkpoint last")
     steps = math.ceil(pipes.train_size / global_batch)
     per_call = 1 if _custom_loop(strategy) else config.steps_per_execution  # EpochLoop calls train_step per batch
     with strategy.scope():
@@ -480,13 +484,16 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
     hist = _history_rows(run_dir)
     # Times summed over history.csv: a resumed run counts the epochs of its earlier processes too.
     train_time = sum(float(row.get("epoch_time_s", 0)) for row in hist)
-    best_epoch = max(hist, key=lambda r: r.get("val_accuracy", -1)) if hist else {}
+    validated = [row for row in hist if math.isfinite(row.get("val_accuracy", math.nan))]
+    best_epoch = max(validated, key=lambda r: r["val_accuracy"]) if validated else {}
+    kept = hist[-1] if config.checkpoint == "last" and hist else best_epoch
     extra = {
         "run": config.name, "arch": config.arch, "dataset": config.dataset,
         "params": int(plain.count_params()),
-        "epochs": len(hist), "best_epoch": int(best_epoch.get("epoch", -1)) + 1,
+        "epochs": len(hist), "best_epoch": int(best_epoch["epoch"]) + 1 if best_epoch else None,
         "best_val_accuracy": best_epoch.get("val_accuracy"),
-        "final_val_accuracy": hist[-1].get("val_accuracy") if hist else None,
+        "checkpoint": config.checkpoint, "checkpoint_epoch": int(kept.get("epoch", -1)) + 1,
+        "final_val_accuracy": hist[-1].get("val_accuracy") if validated else None,
         "train_time_s": round(train_time, 2), "wall_time_s": round(wall, 2),
         "epoch_time_s": round(train_time / len(hist), 3) if hist else None,
         "train_images_per_s": round(pipes.train_size * len(hist) / train_time, 1) if train_time else None,
@@ -511,8 +518,9 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
         target = export.export_saved_model(plain, saved_dir, meta)
     runfiles.write_json(run_dir / "metrics.json", metrics)
     t = metrics["test"]
-    print(f"done: {config.name} test accuracy {t['accuracy']:.4f} (macro F1 {t['f1_macro']:.4f}), "
-          f"best val {extra['best_val_accuracy']:.4f} at epoch {extra['best_epoch']}, "
+    chosen = (f"best val {extra['best_val_accuracy']:.4f} at epoch {extra['best_epoch']}"
+              if config.checkpoint == "best" else f"last epoch's weights ({extra['checkpoint_epoch']})")
+    print(f"done: {config.name} test accuracy {t['accuracy']:.4f} (macro F1 {t['f1_macro']:.4f}), {chosen}, "
           f"{extra['epochs']} epochs in {train_time:.0f}s ({extra['train_images_per_s']} img/s) -> {run_dir}, {target}",
           flush=True)
     return metrics
