@@ -62,3 +62,37 @@ def test_a_class_subset_keeps_its_original_ids_in_metrics_report_and_export(tmp_
     assert "apple (0)" in report and "pickup_truck (58)" in report
     meta = json.loads((tmp_path / "saved" / "sub" / "assets" / "tfcnn.json").read_text())
     assert meta["class_names"] == ["apple", "otter", "pickup_truck"] and meta["class_ids"] == [0, 55, 58]
+
+
+def test_flip_tta_averages_each_image_with_its_mirror_image():
+    import keras
+
+    from tfcnn.evaluate import predict_proba
+
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((4, 5, 3)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model.set_weights([0.003 * rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    images = rng.integers(0, 256, size=(6, 4, 5, 3)).astype("uint8")
+    single = predict_proba(model, images)
+    mirrored = model.predict(images[:, :, ::-1].astype("float32"), verbose=0)  # left-right: the width axis
+    np.testing.assert_allclose(predict_proba(model, images, tta="flip"), (single + mirrored) / 2, rtol=1e-6)
+    assert not np.allclose(single, mirrored, atol=1e-3)  # the model is not symmetric: the test can fail
+
+
+def test_evaluate_cli_flip_tta_on_the_shipped_resnet_and_not_on_digits(tmp_path, shared_data):
+    def evaluate(*args):
+        return subprocess.run([sys.executable, "-m", "tfcnn.evaluate", "--data-dir", str(shared_data), *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+    result = evaluate("--model", "pretrained:resnet32-cifar10", "--dataset", "cifar10", "--limit-test", "200",
+                      "--tta", "flip", "--out", str(tmp_path / "tta"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "tta" / "metrics.json").read_text())
+    assert metrics["tta"] == "flip" and metrics["test"]["num_examples"] == 200
+    assert metrics["test"]["accuracy"] > 0.85 and "(flip TTA: 2 views)" in result.stdout
+    digits = evaluate("--model", "pretrained:lenet5-mnist", "--dataset", "mnist", "--tta", "flip", "--out",
+                      str(tmp_path / "digits"))
+    assert digits.returncode == 2 and "Traceback" not in digits.stderr
+    assert len(digits.stderr.strip().splitlines()) == 1 and "--tta flip is for colour images" in digits.stderr
+    assert not (tmp_path / "digits").exists()

@@ -1,6 +1,6 @@
 """Evaluation: metrics (scikit-learn), classification report, confusion matrix and learning curves.
 
-    python -m tfcnn.evaluate --model saved_models/NAME --dataset mnist [--out DIR]
+    python -m tfcnn.evaluate --model saved_models/NAME --dataset mnist [--out DIR] [--tta flip]
 """
 import os
 import sys
@@ -14,9 +14,18 @@ from tfcnn import runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 
-def predict_proba(model, images, batch_size=256):
-    """Class probabilities for uint8/float images on the raw 0-255 scale (models normalise inside)."""
-    return model.predict(np.asarray(images, dtype="float32"), batch_size=batch_size, verbose=0)
+TTA = ("none", "flip")
+
+
+def predict_proba(model, images, batch_size=256, tta="none"):
+    """Class probabilities for uint8/float images on the raw 0-255 scale (models normalise inside).
+    tta "flip": the mean of the probabilities of each image and its mirror image (NHWC, left-right), the
+    test-time counterpart of the flips colour images train with."""
+    images = np.asarray(images, dtype="float32")
+    probs = model.predict(images, batch_size=batch_size, verbose=0)
+    if tta == "flip":
+        probs = (probs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    return probs
 
 
 def compute_metrics(y_true, probs, class_names):
@@ -98,13 +107,13 @@ def labelled(class_names, class_ids=None):
     return [f"{name} ({i})" for name, i in zip(class_names, class_ids)]
 
 
-def test_report(model, images, labels, class_names, extra=None, batch_size=256, class_ids=None):
+def test_report(model, images, labels, class_names, extra=None, batch_size=256, class_ids=None, tta="none"):
     """Evaluate `model`: (metrics = {**extra, "test": ...}, classification report text, predicted labels).
 
     class_ids: the classes' ids in the full dataset (a subset such as cifar100:0,55,58), kept in the
     metrics and shown beside the names in the report.
     """
-    probs = predict_proba(model, images, batch_size)
+    probs = predict_proba(model, images, batch_size, tta=tta)
     metrics, _ = compute_metrics(labels, probs, class_names)
     _, report = compute_metrics(labels, probs, labelled(class_names, class_ids))
     if class_ids is not None:
@@ -122,10 +131,12 @@ def write_report_files(out_dir, report, labels, predicted, class_names, class_id
     plot_confusion_matrix(labels, predicted, labelled(class_names, class_ids), out_dir / "confusion_matrix.png")
 
 
-def write_report(model, images, labels, class_names, out_dir, extra=None, batch_size=256, class_ids=None):
+def write_report(model, images, labels, class_names, out_dir, extra=None, batch_size=256, class_ids=None,
+                 tta="none"):
     """Evaluate `model` and write classification_report.txt, confusion_matrix.png and, last, metrics.json
     (each atomically). Returns (metrics, report text)."""
-    metrics, report, predicted = test_report(model, images, labels, class_names, extra, batch_size, class_ids)
+    metrics, report, predicted = test_report(model, images, labels, class_names, extra, batch_size, class_ids,
+                                             tta=tta)
     write_report_files(out_dir, report, labels, predicted, class_names, class_ids)
     runfiles.write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics, report
@@ -159,6 +170,9 @@ def main(argv=None):
     parser.add_argument("--classes", default=None, help="comma-separated class subset, as in training")
     parser.add_argument("--limit-test", type=int, default=None, help="evaluate only the first N test images (default: all)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>-<dataset>)")
+    parser.add_argument("--tta", default="none", choices=TTA,
+                        help="test-time augmentation: flip averages each image's and its mirror image's "
+                             "probabilities (colour images, which train with flips); default none, a single view")
     args = parser.parse_args(argv)
 
     from tfcnn import data
@@ -175,12 +189,18 @@ def main(argv=None):
                          "evaluate on the dataset (and --classes) it was trained on")
     if tuple(model.input_shape[1:]) != tuple(ds.image_shape):
         raise TfcnnError(f"the model takes {model.input_shape[1:]} images but {args.dataset} has {ds.image_shape}")
+    if args.tta == "flip" and ds.image_shape[-1] != 3:
+        raise TfcnnError(f"--tta flip is for colour images, which train with flips; {args.dataset}'s digits or letters "
+                         "train with shifts only, and a mirrored one is another glyph: drop --tta")
     out = Path(args.out or f"runs/eval-{Path(args.model).stem}-{args.dataset.replace(':', '_').replace('/', '_')}")
     metrics, report = write_report(model, x, y, ds.class_names, out,
-                                   extra={"model": str(args.model), "dataset": args.dataset}, class_ids=ds.class_ids)
+                                   extra={"model": str(args.model), "dataset": args.dataset, "tta": args.tta},
+                                   class_ids=ds.class_ids, tta=args.tta)
     print(report)
     t = metrics["test"]
-    print(f"test accuracy {t['accuracy']:.4f}  macro F1 {t['f1_macro']:.4f}  ({t['num_examples']} images) -> {out}")
+    views = " (flip TTA: 2 views)" if args.tta == "flip" else ""
+    print(f"test accuracy {t['accuracy']:.4f}  macro F1 {t['f1_macro']:.4f}  ({t['num_examples']} images){views} "
+          f"-> {out}")
     return 0
 
 
