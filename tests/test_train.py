@@ -262,3 +262,29 @@ def test_the_progress_bar_ends_an_epochs_short_last_call_at_the_epochs_last_batc
     assert bar.seen == 384
     bar.on_train_batch_end(447)
     assert bar.seen == 422
+
+
+def test_ema_under_a_mirrored_strategy_validates_and_keeps_the_average(tmp_path, shared_data):
+    """tfcnn.distributed.EpochLoop calls the --ema swap too: validation differs from the same run without the
+    average, and the kept network (the last epoch's average) reproduces the validation accuracy it logged."""
+    import pandas as pd
+
+    from tfcnn import data
+    from tfcnn.evaluate import load_model
+
+    def run(name, *extra):
+        result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "1024", "--limit-test", "100",
+                             "--val-fraction", "0.5", "--epochs", "2", "--batch-size", "32", "--strategy", "mirrored",
+                             "--cpu-devices", "2", "--mixed-precision", "float32", "--checkpoint", "last",
+                             "--name", name, *extra), REPO)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return pd.read_csv(tmp_path / "runs" / name / "history.csv").iloc[-1]
+
+    raw, average = run("raw"), run("avg", "--ema", "0.5")
+    assert average["accuracy"] == raw["accuracy"]  # the average does not change training
+    assert average["val_loss"] != raw["val_loss"]
+    pipes = data.make_pipelines(data.load("mnist", str(shared_data)), batch_size=32, val_fraction=0.5,
+                                limit_train=1024, augment=False)
+    kept = load_model(str(tmp_path / "runs" / "avg" / "model.keras"))
+    predicted = kept.predict(pipes.x_val.astype("float32"), verbose=0).argmax(1)
+    assert (predicted == pipes.y_val).mean() == pytest.approx(average["val_accuracy"], abs=1e-6)
