@@ -319,7 +319,8 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
         guard = next(c for c in callbacks if isinstance(c, NanGuard))
         if guard.failed_at is not None:
             best = run_dir / "best.weights.h5"
-            kept = (f"the best checkpoint of the earlier epochs is kept in {best}" if best.exists()
+            which = "best" if config.checkpoint == "best" else "last"
+            kept = (f"the {which} checkpoint of the earlier epochs is kept in {best}" if best.exists()
                     else "no epoch had finished")
             raise TfcnnError(f"loss became NaN/inf in epoch {guard.epoch + 1}, {guard.failed_at}; stopped "
                              f"({kept}). Lower --lr or add --warmup-epochs.")
