@@ -158,14 +158,20 @@ def test_checkpoint_last_trains_on_every_image_and_keeps_the_last_epochs_weights
         np.testing.assert_array_equal(saved.numpy(), trained)
 
 
-def test_checkpoint_last_without_validation_under_a_mirrored_strategy(tmp_path, shared_data):
+def _mirrored_lenet5(tmp_path, shared_data, name, *extra):
+    """LeNet-5 on 512 MNIST images, batch 32 on each of 2 logical CPUs: (the CLI's result, the run's metrics)."""
     result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "512", "--limit-test", "200",
-                         "--epochs", "2", "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2",
-                         "--val-fraction", "0", "--checkpoint", "last", "--name", "m0"), REPO)
+                         "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2", "--name", name,
+                         *extra), REPO)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads((tmp_path / "runs" / name / "metrics.json").read_text())
+
+
+def test_checkpoint_last_without_validation_under_a_mirrored_strategy(tmp_path, shared_data):
+    result, metrics = _mirrored_lenet5(tmp_path, shared_data, "m0", "--epochs", "2", "--val-fraction", "0",
+                                       "--checkpoint", "last")
     assert "(512 train / 0 val / 200 test), 2 replica(s)" in result.stdout
     assert "last epoch's weights (2)" in result.stdout
-    metrics = json.loads((tmp_path / "runs" / "m0" / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["checkpoint_epoch"] == 2 and np.isfinite(metrics["test"]["loss"])
 
 
@@ -200,14 +206,11 @@ def test_with_steps_per_execution_a_nan_names_the_batches_of_its_call(tmp_path, 
 
 
 def test_mirrored_strategy_on_two_logical_cpus_with_bfloat16(tmp_path, shared_data):
-    result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "512", "--limit-test", "200",
-                         "--epochs", "1", "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2",
-                         "--mixed-precision", "bfloat16", "--steps-per-execution", "4", "--name", "m2"), REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result, metrics = _mirrored_lenet5(tmp_path, shared_data, "m2", "--epochs", "1", "--mixed-precision", "bfloat16",
+                                       "--steps-per-execution", "4")
     assert "2 replica(s), global batch 64, bfloat16" in result.stdout
     assert ("steps_per_execution 4 ignored: under a mirrored strategy the epochs run in tfcnn.distributed.EpochLoop, "
             "one batch per call") in result.stdout
-    metrics = json.loads((tmp_path / "runs" / "m2" / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["precision_policy"] == "bfloat16"
     assert metrics["test"]["num_examples"] == 200 and np.isfinite(metrics["test"]["loss"])
 
