@@ -20,7 +20,11 @@ SLOWEST_FIRST = sorted(NAMES, key=lambda name: not name.startswith("05_"))
 def _execute(name, workdir, data_dir):
     try:
         papermill.execute_notebook(
-            str(NOTEBOOKS / name), str(workdir / name), kernel_name="python3", cwd=str(NOTEBOOKS),
+            # The kernel starts in notebooks/ through nbclient's resources, not papermill's cwd=: that is a
+            # process-wide os.chdir, so with two notebooks in threads one could start its kernel in the other's
+            # restored folder (notebook 01 then looked for configs/ one folder too high).
+            str(NOTEBOOKS / name), str(workdir / name), kernel_name="python3",
+            resources={"metadata": {"path": str(NOTEBOOKS)}},
             parameters=dict(quick=True, workdir=str(workdir), data_dir=str(data_dir)),
             progress_bar=False, log_output=False, execution_timeout=300)
     except papermill.PapermillExecutionError as exc:
