@@ -158,9 +158,10 @@ def test_checkpoint_last_trains_on_every_image_and_keeps_the_last_epochs_weights
         np.testing.assert_array_equal(saved.numpy(), trained)
 
 
-def _mirrored_lenet5(tmp_path, shared_data, name, *extra):
-    """LeNet-5 on 512 MNIST images, batch 32 on each of 2 logical CPUs: (the CLI's result, the run's metrics)."""
-    result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "512", "--limit-test", "200",
+def _mirrored_lenet5(tmp_path, shared_data, name, *extra, limit_train=512, limit_test=200):
+    """LeNet-5 on MNIST, batch 32 on each of 2 logical CPUs: (the CLI's result, the run's metrics)."""
+    result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", str(limit_train),
+                         "--limit-test", str(limit_test),
                          "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2", "--name", name,
                          *extra), REPO)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -276,11 +277,8 @@ def test_ema_under_a_mirrored_strategy_validates_and_keeps_the_average(tmp_path,
     from tfcnn.evaluate import load_model
 
     def run(name, *extra):
-        result = _cli(_quick(tmp_path, shared_data, "--arch", "lenet5", "--limit-train", "1024", "--limit-test", "100",
-                             "--val-fraction", "0.5", "--epochs", "2", "--batch-size", "32", "--strategy", "mirrored",
-                             "--cpu-devices", "2", "--mixed-precision", "float32", "--checkpoint", "last",
-                             "--name", name, *extra), REPO)
-        assert result.returncode == 0, result.stderr[-3000:]
+        _mirrored_lenet5(tmp_path, shared_data, name, "--val-fraction", "0.5", "--epochs", "2", "--mixed-precision",
+                         "float32", "--checkpoint", "last", *extra, limit_train=1024, limit_test=100)
         return pd.read_csv(tmp_path / "runs" / name / "history.csv").iloc[-1]
 
     raw, average = run("raw"), run("avg", "--ema", "0.5")
