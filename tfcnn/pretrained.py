@@ -10,6 +10,7 @@ model is used, so a changed or truncated file is one clear error, never a silent
 This module imports no TensorFlow (only `ship` does, lazily).
 """
 import json
+import math
 import os
 import shutil
 import sys
@@ -124,7 +125,7 @@ def _card(name, entry, config, metrics):
                  f"split\n(seed {config['seed']}), which chose the checkpoint (best validation accuracy, epoch "
                  f"{metrics['best_epoch']} of\n{metrics['epochs']}); the test split was used once, at the end.")
     best_val = metrics.get("best_val_accuracy")
-    best_val = f"{best_val:.4f}" if best_val is not None and best_val == best_val else "- (no validation split)"
+    best_val = f"{best_val:.4f}" if best_val is not None and math.isfinite(best_val) else "- (no validation split)"
     return f"""# {name}
 
 {entry['arch']} ({entry['params']:,} parameters) trained on `{entry['dataset']}`{' classes ' + ', '.join(map(str, config.get('classes') or [])) if config.get('classes') else ''}.
