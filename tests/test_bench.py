@@ -1,5 +1,6 @@
 """The bench CLI and notebook API on a tiny model (no speed asserts: the figures live in benchmarks/)."""
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfcnn import bench, bench_inference, hardware
+from tfcnn import bench, bench_inference, hardware, models
 from tests.conftest import REPO
 
 LENET5_FORWARD_FLOPS = 2 * (28 * 28 * 6 * 5 * 5 * 1  # conv1, 'same'
@@ -168,3 +169,31 @@ def test_inference_times_every_export_and_leaves_the_folder_alone(tmp_path, shar
     bench_inference.print_table(report)
     out = capsys.readouterr().out
     assert out.startswith("CPU: ") and "tflite no xnnpack" in out and "p50 ms" in out
+
+
+def _conv_ceiling():
+    spec = importlib.util.spec_from_file_location("tfcnn_conv_ceiling", REPO / "benchmarks" / "conv_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_ceiling_takes_every_convolution_of_the_resnet():
+    conv_ceiling = _conv_ceiling()
+    specs = conv_ceiling.conv_specs(stack_n=5, batch_size=128)
+    dense_flops = 2 * 64 * 10
+    assert len(specs) == 1 + 3 * 5 * 2 + 2  # stem, two per block, two projections
+    assert sum(s["flops"] for s in specs) == bench.forward_flops(models.build("resnet", (32, 32, 3), 10)) - dense_flops
+    assert [s["name"] for s in specs if s["stem"]] == ["stem_conv"]
+    stem = specs[0]["flops"]
+    assert conv_ceiling.training_flops(specs) == 3 * sum(s["flops"] for s in specs) - stem  # the stem needs no input gradient
+
+
+def test_conv_ceiling_runs_the_tensorflow_side():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "conv_ceiling.py"), "--stack-n", "1",
+                          "--batch-size", "8", "--precision", "float32", "--rounds", "1", "--steps", "1",
+                          "--torch-python", ""], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| tfcnn (TensorFlow)"))
+    ms, bound = (float(cell) for cell in row.split("|")[2:4])
+    assert ms > 0 and bound == pytest.approx(8 / ms * 1000, rel=0.1)  # ms is printed to 0.1

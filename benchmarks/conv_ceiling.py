@@ -1,0 +1,227 @@
+"""How fast could a ResNet training step be if everything but its convolutions cost nothing?
+
+    .venv/bin/python benchmarks/conv_ceiling.py --stack-n 5 --precision bfloat16 --rounds 5
+
+Takes every Conv2D of tfcnn's ResNet (input shape, kernel, stride) and runs, per step, exactly the
+convolution work of one training step on random tensors of those shapes: the forward convolution
+with its bias, the gradient of the input (all but the stem, whose input needs none) and the gradient
+of the kernel and bias. Nothing else: no batch norm, ReLU, additions, loss or optimizer.
+
+- TensorFlow: all of them in one tf.function under tfcnn's runtime settings (TF's own thread pools,
+  oneDNN), the ops TF's training graph runs (Conv2D + BiasAdd, Conv2DBackpropInput,
+  Conv2DBackpropFilter + BiasAddGrad), so TF schedules them as in the real step.
+- PyTorch (`.venv-torch`, the same interpreter as benchmarks/torch_peers.py): the same shapes,
+  channels_last, through `aten.convolution` and `aten.convolution_backward`, the ops autograd runs.
+
+The time of that convolution-only step bounds a framework's training speed from above: a full step
+does this work and more. The output gives, per framework, ms per step, the bound in images/s and
+the GFLOP/s of the convolutions; rounds alternate between the frameworks.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def conv_specs(stack_n, batch_size):
+    """[{name, n, h, w, cin, cout, k, stride, stem, flops}] of tfcnn's CIFAR ResNet, read off the built
+    model; `flops` is the forward convolution's per image, counted as tfcnn.bench counts it."""
+    sys.path.insert(0, str(REPO))
+    import keras
+
+    from tfcnn import bench, models
+
+    model = models.build("resnet", (32, 32, 3), 10, stack_n=stack_n)
+    specs = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, cin = layer.input.shape
+            one = keras.Sequential([keras.Input(layer.input.shape[1:]), layer.__class__.from_config(layer.get_config())])
+            specs.append(dict(name=layer.name, n=batch_size, h=h, w=w, cin=cin, cout=layer.filters,
+                              k=layer.kernel_size[0], stride=layer.strides[0], stem=layer.name == "stem_conv",
+                              flops=bench.forward_flops(one)))
+    return specs
+
+
+def training_flops(specs):
+    """Per image: forward + input gradient (not for the stem) + kernel gradient, each the forward's FLOPs."""
+    return sum(s["flops"] * (2 if s["stem"] else 3) for s in specs)
+
+
+def tf_step(specs, precision):
+    import tensorflow as tf
+
+    dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
+    tensors = []
+    for s in specs:
+        oh, ow = -(-s["h"] // s["stride"]), -(-s["w"] // s["stride"])
+        tensors.append(dict(
+            x=tf.cast(tf.random.normal([s["n"], s["h"], s["w"], s["cin"]]), dtype),
+            kernel=tf.cast(tf.random.normal([s["k"], s["k"], s["cin"], s["cout"]], stddev=0.05), dtype),
+            bias=tf.zeros([s["cout"]], dtype),
+            dy=tf.cast(tf.random.normal([s["n"], oh, ow, s["cout"]]), dtype)))
+
+    @tf.function
+    def step():
+        probes = []
+        for s, t in zip(specs, tensors):
+            strides = [1, s["stride"], s["stride"], 1]
+            y = tf.nn.bias_add(tf.nn.conv2d(t["x"], t["kernel"], strides, "SAME"), t["bias"])
+            dkernel = tf.raw_ops.Conv2DBackpropFilter(input=t["x"], filter_sizes=tf.shape(t["kernel"]),
+                                                      out_backprop=t["dy"], strides=strides, padding="SAME")
+            dbias = tf.raw_ops.BiasAddGrad(out_backprop=t["dy"])
+            probes += [y[0, 0, 0, 0], dkernel[0, 0, 0, 0], dbias[0]]
+            if not s["stem"]:
+                dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(t["x"]), filter=t["kernel"],
+                                                    out_backprop=t["dy"], strides=strides, padding="SAME")
+                probes.append(dx[0, 0, 0, 0])
+        return tf.add_n([tf.cast(p, tf.float32) for p in probes])
+
+    return lambda: float(step())
+
+
+def torch_step(specs, precision):
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    tensors = []
+    for s in specs:
+        oh, ow = -(-s["h"] // s["stride"]), -(-s["w"] // s["stride"])
+        cl = dict(memory_format=torch.channels_last)
+        tensors.append(dict(
+            x=torch.randn(s["n"], s["cin"], s["h"], s["w"]).to(dtype).contiguous(**cl),
+            kernel=(torch.randn(s["cout"], s["cin"], s["k"], s["k"]) * 0.05).to(dtype).contiguous(**cl),
+            bias=torch.zeros(s["cout"], dtype=dtype),
+            dy=torch.randn(s["n"], s["cout"], oh, ow).to(dtype).contiguous(**cl)))
+
+    def step():
+        total = 0.0
+        with torch.no_grad():
+            for s, t in zip(specs, tensors):
+                stride, pad = [s["stride"]] * 2, [s["k"] // 2] * 2
+                y = torch.ops.aten.convolution(t["x"], t["kernel"], t["bias"], stride, pad, [1, 1], False,
+                                               [0, 0], 1)
+                dx, dkernel, dbias = torch.ops.aten.convolution_backward(
+                    t["dy"], t["x"], t["kernel"], [s["cout"]], stride, pad, [1, 1], False, [0, 0], 1,
+                    [not s["stem"], True, True])
+                total += float(y[0, 0, 0, 0]) + float(dkernel[0, 0, 0, 0]) + float(dbias[0])
+                if dx is not None:
+                    total += float(dx[0, 0, 0, 0])
+        return total
+
+    return step
+
+
+def time_steps(step, steps, warmup=3):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _side_main(args):
+    """One framework's process: build once, then one round of `--steps` timed steps per line read on stdin."""
+    specs = json.loads(Path(args.specs).read_text())
+    if args.side == "tf":
+        sys.path.insert(0, str(REPO))
+        from tfcnn import config as tfcnn_config
+        from tfcnn import hardware
+        from tfcnn.train import configure_runtime
+
+        # float32 policy: the tensors already have the step's type, no graph pass should rewrite them
+        configure_runtime(tfcnn_config.Config(arch="resnet", dataset="cifar10", mixed_precision="float32"))
+        step = tf_step(specs, args.precision)
+        info = {"matmul_peak_gflops": hardware.matmul_peak(args.precision)[0]}
+    else:
+        import torch
+
+        step = torch_step(specs, args.precision)
+        info = {"torch": torch.__version__}
+    time_steps(step, 2)
+    print(json.dumps(info), flush=True)
+    for _ in sys.stdin:
+        print(json.dumps({"median_s": time_steps(step, args.steps, warmup=1)}), flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stack-n", type=int, default=5, help="ResNet blocks per stage (5 = ResNet-32). Default 5.")
+    ap.add_argument("--batch-size", type=int, default=128, help="Images per step. Default 128.")
+    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="bfloat16",
+                    help="Tensor type of the convolutions. Default bfloat16.")
+    ap.add_argument("--steps", type=int, default=10, help="Timed steps per round. Default 10.")
+    ap.add_argument("--rounds", type=int, default=5, help="Rounds, alternating the frameworks. Default 5.")
+    ap.add_argument("--torch-python", default=str(REPO / ".venv-torch" / "bin" / "python"),
+                    help="Interpreter with PyTorch (benchmarks/requirements-torch.txt); '' skips PyTorch.")
+    ap.add_argument("--side", choices=("tf", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("--specs", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.side:
+        return _side_main(args)
+
+    sys.path.insert(0, str(REPO))
+    from tfcnn import hardware
+
+    specs = conv_specs(args.stack_n, args.batch_size)
+    spec_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"conv_ceiling_specs_{os.getpid()}.json"
+    spec_file.write_text(json.dumps(specs))
+    side_args = ["--specs", str(spec_file), "--precision", args.precision, "--steps", str(args.steps)]
+    sides = {"tfcnn (TensorFlow)": [sys.executable, __file__, "--side", "tf", *side_args]}
+    if args.torch_python:
+        if not Path(args.torch_python).exists():
+            sys.exit(f"conv_ceiling: no PyTorch interpreter at {args.torch_python}; create .venv-torch "
+                     "(benchmarks/requirements-torch.txt) or pass --torch-python ''.")
+        sides["PyTorch channels_last"] = [args.torch_python, __file__, "--side", "torch", *side_args]
+
+    load_before = hardware.load_average()
+    procs, info = {}, {}
+    for name, cmd in sides.items():
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        line = proc.stdout.readline()
+        if not line.startswith("{"):
+            sys.exit(f"conv_ceiling: the {name} side failed to start (its error is above)")
+        procs[name] = proc
+        info.update(json.loads(line))
+    medians = {name: [] for name in procs}
+    for r in range(args.rounds):
+        order = list(procs) if r % 2 == 0 else list(reversed(procs))
+        for name in order:
+            procs[name].stdin.write("go\n")
+            procs[name].stdin.flush()
+            medians[name].append(json.loads(procs[name].stdout.readline())["median_s"])
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait()
+    spec_file.unlink()
+
+    flops = training_flops(specs) * args.batch_size
+    peak = info["matmul_peak_gflops"]
+    print(f"{hardware.describe_cpu(hardware.cpu_info())}; load average {load_before} -> {hardware.load_average()}")
+    print(f"TensorFlow matmul peak, {args.precision}: {peak:.1f} GFLOP/s"
+          + (f"; PyTorch {info['torch']}" if "torch" in info else ""))
+    print(f"ResNet-{6 * args.stack_n + 2}, batch {args.batch_size}, {args.precision}: {len(specs)} convolutions, "
+          f"{flops / 1e9:.1f} GFLOP of convolution work per training step "
+          f"({sum(s['flops'] for s in specs) / 1e6:.1f} MFLOP forward per image)")
+    print(f"{args.rounds} rounds of {args.steps} steps, alternating; median of the round medians:")
+    print("| convolution-only step | ms per step | bound on training images/s | conv GFLOP/s | of peak | rounds (ms) |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, values in medians.items():
+        ms = statistics.median(values) * 1000
+        gflops = flops / ms / 1e6
+        print(f"| {name} | {ms:.1f} | {args.batch_size / ms * 1000:.1f} | {gflops:.1f} | {gflops / peak:.1%} | "
+              f"{', '.join(f'{v * 1000:.1f}' for v in values)} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
