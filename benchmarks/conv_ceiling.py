@@ -42,7 +42,8 @@ def conv_specs(stack_n, batch_size):
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
             _, h, w, cin = layer.input.shape
-            one = keras.Sequential([keras.Input(layer.input.shape[1:]), layer.__class__.from_config(layer.get_config())])
+            one = keras.Sequential([keras.Input(layer.input.shape[1:]),
+                                    layer.__class__.from_config(layer.get_config())])
             specs.append(dict(name=layer.name, n=batch_size, h=h, w=w, cin=cin, cout=layer.filters,
                               k=layer.kernel_size[0], stride=layer.strides[0], stem=layer.name == "stem_conv",
                               flops=bench.forward_flops(one)))

@@ -183,7 +183,8 @@ def test_conv_ceiling_takes_every_convolution_of_the_resnet():
     specs = conv_ceiling.conv_specs(stack_n=5, batch_size=128)
     dense_flops = 2 * 64 * 10
     assert len(specs) == 1 + 3 * 5 * 2 + 2  # stem, two per block, two projections
-    assert sum(s["flops"] for s in specs) == bench.forward_flops(models.build("resnet", (32, 32, 3), 10)) - dense_flops
+    resnet32 = models.build("resnet", (32, 32, 3), 10)
+    assert sum(s["flops"] for s in specs) == bench.forward_flops(resnet32) - dense_flops
     assert [s["name"] for s in specs if s["stem"]] == ["stem_conv"]
     stem = specs[0]["flops"]
     assert conv_ceiling.training_flops(specs) == 3 * sum(s["flops"] for s in specs) - stem  # the stem needs no input gradient
