@@ -30,6 +30,8 @@ VARIANTS = {
     "pinned": ("inter-op 2 / intra-op all cores (tfcnn's setting before the fused BatchNorm)",
                {"threads": (None, 2)}),
     "inter1": ("inter-op 1 / intra-op all cores", {"threads": (None, 1)}),
+    "bf16_pinned": ("tfcnn bfloat16, inter-op 2 / intra-op all cores",
+                    {"threads": (None, 2), "config": {"mixed_precision": "bfloat16"}}),
     "intra1": ("intra-op 1 / inter-op 2", {"threads": (1, 2)}),
     "onednn_off": ("TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels)", {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
     "fpmath_bf16": ("TF_SET_ONEDNN_FPMATH_MODE=BF16 (float32 graph, oneDNN may compute in bfloat16)",
@@ -100,6 +102,7 @@ def child(args):
     if args.width:
         opts["width"] = args.width
     original_train_epochs = data.train_epochs
+    base_config = {"mixed_precision": args.precision} if args.precision else {}  # a variant's own config wins
     rates = {n: [] for n in names}
     for _ in range(args.child_rounds):
         for name in names:
@@ -110,7 +113,7 @@ def child(args):
             if settings.get("data"):
                 _patch_dataset_options(data, settings["data"])
             session = bench._Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
-                                     config_overrides=settings.get("config"),
+                                     config_overrides={**base_config, **settings.get("config", {})} or None,
                                      compile_options=settings.get("compile"), **opts)
             # After configure_runtime (which sets the precision policy and the oneDNN bf16 pass itself):
             if "policy" in settings:
@@ -163,6 +166,8 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--source", choices=("synthetic", "pipeline"), default="synthetic")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", choices=("float32", "bfloat16"),
+                    help="precision of every variant that does not set its own (default: tfcnn's auto choice)")
     ap.add_argument("--variants", default="default,tf_threads,inter1")
     ap.add_argument("--data-dir", default=os.environ.get("TFCNN_DATA_DIR", str(REPO.parent / "shared" / "data")))
     ap.add_argument("--in-process", action="store_true",
@@ -182,6 +187,7 @@ def main():
               "--steps", str(args.steps), "--source", args.source, "--data-dir", args.data_dir]
     common += ["--stack-n", str(args.stack_n)] if args.stack_n else []
     common += ["--width", str(args.width)] if args.width else []
+    common += ["--precision", args.precision] if args.precision else []
     rates = {n: [] for n in names}
     loads = [os.getloadavg()[0]]
     if args.in_process:
@@ -229,6 +235,10 @@ def main():
     if args.json:
         print(json.dumps(report))
         return
+    sys.path.insert(0, str(REPO))
+    from tfcnn import hardware
+
+    print(hardware.describe_cpu(hardware.cpu_info()))
     print(f"{args.arch} {args.stack_n or ''} {args.dataset} {args.source}, batch {args.batch_size}, "
           f"{args.steps} steps x {args.rounds} rounds; 1-min load {report['load_avg_1min_per_child']}")
     print(f"{'variant':24} {'img/s':>8} {'ratio':>6} {'median-step':>11} {'ratio':>6}  what")
