@@ -107,6 +107,7 @@ def child(args):
     original_train_epochs = data.train_epochs
     base_config = {"mixed_precision": args.precision} if args.precision else {}  # a variant's own config wins
     rates = {n: [] for n in names}
+    precisions = {}
     for _ in range(args.child_rounds):
         for name in names:
             settings = VARIANTS[name][1]
@@ -125,9 +126,10 @@ def child(args):
                 tf.config.optimizer.set_experimental_options(settings["grappler"])
             window, median = session.run(args.source, args.steps)
             rates[name].append((round(window, 1), round(median, 1)))
+            precisions[name] = session.precision
             print(f"  {name:24} {window:8.1f} img/s (median step {median:.1f})  load {os.getloadavg()[0]:.1f}",
                   file=sys.stderr, flush=True)
-    print(json.dumps({"rates": rates, "precision": session.precision,
+    print(json.dumps({"rates": rates, "precisions": precisions,
                       "intra": tf.config.threading.get_intra_op_parallelism_threads(),
                       "inter": tf.config.threading.get_inter_op_parallelism_threads()}))
 
@@ -192,6 +194,7 @@ def main():
     common += ["--width", str(args.width)] if args.width else []
     common += ["--precision", args.precision] if args.precision else []
     rates = {n: [] for n in names}
+    precisions = {}  # tfcnn variants: the precision their child ran
     loads = [os.getloadavg()[0]]
     if args.in_process:
         process_wide = [n for n in names if {"env", "threads", "torch"} & set(VARIANTS[n][1])]
@@ -222,12 +225,14 @@ def main():
                   f"  load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
         for name, values in out["rates"].items():
             rates[name] += values
+        precisions.update(out.get("precisions", {}))
         loads.append(os.getloadavg()[0])
     rows = []
     for name in names:
         window = statistics.median(r[0] for r in rates[name]) if rates[name] else None
         median = statistics.median(r[1] for r in rates[name]) if rates[name] else None
-        rows.append({"variant": name, "what": VARIANTS[name][0], "images_per_s": window,
+        rows.append({"variant": name, "what": VARIANTS[name][0], "precision": precisions.get(name),
+                     "images_per_s": window,
                      "median_step_images_per_s": median, "runs": rates[name]})
     for row in rows:  # ratios to the first variant
         base = rows[0]

@@ -198,3 +198,14 @@ def test_conv_ceiling_runs_the_tensorflow_side():
     row = next(line for line in out.stdout.splitlines() if line.startswith("| tfcnn (TensorFlow)"))
     ms, bound = (float(cell) for cell in row.split("|")[2:4])
     assert ms > 0 and bound == pytest.approx(8 / ms * 1000, rel=0.1)  # ms is printed to 0.1
+
+
+def test_ablation_applies_its_precision_to_every_variant(shared_data):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ablation.py"), "--arch", "lenet5", "--dataset",
+                          "mnist", "--batch-size", "16", "--steps", "2", "--rounds", "1", "--variants",
+                          "default,bf16", "--precision", "float32", "--data-dir", str(shared_data), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {row["variant"]: row for row in json.loads(out.stdout.splitlines()[-1])["rows"]}
+    assert rows["default"]["images_per_s"] > 0 and rows["bf16"]["images_per_s"] > 0
+    assert (rows["default"]["precision"], rows["bf16"]["precision"]) == ("float32", "bfloat16")  # bf16 sets its own
