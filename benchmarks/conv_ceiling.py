@@ -14,8 +14,10 @@ of the kernel and bias. Nothing else: no batch norm, ReLU, additions, loss or op
   channels_last, through `aten.convolution` and `aten.convolution_backward`, the ops autograd runs.
 
 The time of that convolution-only step bounds a framework's training speed from above: a full step
-does this work and more. The output gives, per framework, ms per step, the bound in images/s and
-the GFLOP/s of the convolutions; rounds alternate between the frameworks.
+does this work and more. TF may run independent convolutions side by side here, which a real step's
+dependencies partly forbid; `--in-order` adds a TF side where each layer waits for the previous one.
+The output gives, per side, ms per step, the bound in images/s and the GFLOP/s of the convolutions;
+rounds alternate between the sides.
 """
 import argparse
 import json
@@ -55,7 +57,9 @@ def training_flops(specs):
     return sum(s["flops"] * (2 if s["stem"] else 3) for s in specs)
 
 
-def tf_step(specs, precision):
+def tf_step(specs, precision, in_order=False):
+    """in_order: each layer's convolutions wait for the previous layer's (its forward and both gradients may
+    still run side by side), as a real step's dependencies order them; otherwise TF may overlap any of them."""
     import tensorflow as tf
 
     dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
@@ -68,20 +72,27 @@ def tf_step(specs, precision):
             bias=tf.zeros([s["cout"]], dtype),
             dy=tf.cast(tf.random.normal([s["n"], oh, ow, s["cout"]]), dtype)))
 
+    def layer(s, t):
+        """One layer's convolution work; returns a scalar of each result, so none is pruned."""
+        strides = [1, s["stride"], s["stride"], 1]
+        y = tf.nn.bias_add(tf.nn.conv2d(t["x"], t["kernel"], strides, "SAME"), t["bias"])
+        dkernel = tf.raw_ops.Conv2DBackpropFilter(input=t["x"], filter_sizes=tf.shape(t["kernel"]),
+                                                  out_backprop=t["dy"], strides=strides, padding="SAME")
+        dbias = tf.raw_ops.BiasAddGrad(out_backprop=t["dy"])
+        probes = [y[0, 0, 0, 0], dkernel[0, 0, 0, 0], dbias[0]]
+        if not s["stem"]:
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(t["x"]), filter=t["kernel"],
+                                                out_backprop=t["dy"], strides=strides, padding="SAME")
+            probes.append(dx[0, 0, 0, 0])
+        return probes
+
     @tf.function
     def step():
-        probes = []
+        probes, previous = [], []
         for s, t in zip(specs, tensors):
-            strides = [1, s["stride"], s["stride"], 1]
-            y = tf.nn.bias_add(tf.nn.conv2d(t["x"], t["kernel"], strides, "SAME"), t["bias"])
-            dkernel = tf.raw_ops.Conv2DBackpropFilter(input=t["x"], filter_sizes=tf.shape(t["kernel"]),
-                                                      out_backprop=t["dy"], strides=strides, padding="SAME")
-            dbias = tf.raw_ops.BiasAddGrad(out_backprop=t["dy"])
-            probes += [y[0, 0, 0, 0], dkernel[0, 0, 0, 0], dbias[0]]
-            if not s["stem"]:
-                dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(t["x"]), filter=t["kernel"],
-                                                    out_backprop=t["dy"], strides=strides, padding="SAME")
-                probes.append(dx[0, 0, 0, 0])
+            with tf.control_dependencies(previous if in_order else []):
+                previous = layer(s, t)
+            probes += previous
         return tf.add_n([tf.cast(p, tf.float32) for p in probes])
 
     return lambda: float(step())
@@ -141,7 +152,7 @@ def _side_main(args):
 
         # float32 policy: the tensors already have the step's type, no graph pass should rewrite them
         configure_runtime(tfcnn_config.Config(arch="resnet", dataset="cifar10", mixed_precision="float32"))
-        step = tf_step(specs, args.precision)
+        step = tf_step(specs, args.precision, in_order=args.in_order)
         info = {"matmul_peak_gflops": hardware.matmul_peak(args.precision)[0]}
     else:
         import torch
@@ -164,6 +175,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="Rounds, alternating the frameworks. Default 5.")
     ap.add_argument("--torch-python", default=str(REPO / ".venv-torch" / "bin" / "python"),
                     help="Interpreter with PyTorch (benchmarks/requirements-torch.txt); '' skips PyTorch.")
+    ap.add_argument("--in-order", action="store_true",
+                    help="also time TF with each layer's convolutions waiting for the previous layer's, "
+                         "as a real step's dependencies order them (a third, interleaved side)")
     ap.add_argument("--side", choices=("tf", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--specs", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -178,6 +192,9 @@ def main(argv=None):
     spec_file.write_text(json.dumps(specs))
     side_args = ["--specs", str(spec_file), "--precision", args.precision, "--steps", str(args.steps)]
     sides = {"tfcnn (TensorFlow)": [sys.executable, __file__, "--side", "tf", *side_args]}
+    if args.in_order:
+        sides["tfcnn (TensorFlow), layers in order"] = [sys.executable, __file__, "--side", "tf", "--in-order",
+                                                        *side_args]
     if args.torch_python:
         if not Path(args.torch_python).exists():
             sys.exit(f"conv_ceiling: no PyTorch interpreter at {args.torch_python}; create .venv-torch "
