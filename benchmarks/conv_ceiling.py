@@ -22,6 +22,7 @@ rounds alternate between the sides.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -150,6 +151,10 @@ def _side_main(args):
         from tfcnn import hardware
         from tfcnn.train import configure_runtime
 
+        if args.onednn_verbose:  # one op at a time, so each primitive's time is its own
+            import tensorflow as tf
+
+            tf.config.threading.set_inter_op_parallelism_threads(1)
         # float32 policy: the tensors already have the step's type, no graph pass should rewrite them
         configure_runtime(tfcnn_config.Config(arch="resnet", dataset="cifar10", mixed_precision="float32"))
         step = tf_step(specs, args.precision, in_order=args.in_order)
@@ -178,6 +183,9 @@ def main(argv=None):
     ap.add_argument("--in-order", action="store_true",
                     help="also time TF with each layer's convolutions waiting for the previous layer's, "
                          "as a real step's dependencies order them (a third, interleaved side)")
+    ap.add_argument("--onednn-verbose", action="store_true",
+                    help="compare oneDNN's own time per primitive (ONEDNN_VERBOSE=1) between the sides, TF running "
+                         "one op at a time; adds a table per convolution and direction")
     ap.add_argument("--side", choices=("tf", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--specs", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -191,6 +199,7 @@ def main(argv=None):
     spec_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"conv_ceiling_specs_{os.getpid()}.json"
     spec_file.write_text(json.dumps(specs))
     side_args = ["--specs", str(spec_file), "--precision", args.precision, "--steps", str(args.steps)]
+    side_args += ["--onednn-verbose"] if args.onednn_verbose else []
     sides = {"tfcnn (TensorFlow)": [sys.executable, __file__, "--side", "tf", *side_args]}
     if args.in_order:
         sides["tfcnn (TensorFlow), layers in order"] = [sys.executable, __file__, "--side", "tf", "--in-order",
@@ -203,21 +212,23 @@ def main(argv=None):
 
     load_before = hardware.load_average()
     procs, info = {}, {}
+    verbose = {name: [] for name in sides}  # oneDNN's lines, per side
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({"ONEDNN_VERBOSE": "1"} if args.onednn_verbose else {})}
     for name, cmd in sides.items():
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        line = proc.stdout.readline()
-        if not line.startswith("{"):
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        started = _read_json(proc, verbose[name])
+        if started is None:
             sys.exit(f"conv_ceiling: the {name} side failed to start (its error is above)")
+        verbose[name] = [line for line in verbose[name] if ",info," in line]  # keep the version, drop warm-up
         procs[name] = proc
-        info.update(json.loads(line))
+        info.update(started)
     medians = {name: [] for name in procs}
     for r in range(args.rounds):
         order = list(procs) if r % 2 == 0 else list(reversed(procs))
         for name in order:
             procs[name].stdin.write("go\n")
             procs[name].stdin.flush()
-            medians[name].append(json.loads(procs[name].stdout.readline())["median_s"])
+            medians[name].append(_read_json(procs[name], verbose[name])["median_s"])
     for proc in procs.values():
         proc.stdin.close()
         proc.wait()
@@ -239,6 +250,49 @@ def main(argv=None):
         gflops = flops / ms / 1e6
         print(f"| {name} | {ms:.1f} | {args.batch_size / ms * 1000:.1f} | {gflops:.1f} | {gflops / peak:.1%} | "
               f"{', '.join(f'{v * 1000:.1f}' for v in values)} |")
+
+    if args.onednn_verbose:
+        print_onednn_times(verbose, args.rounds * (args.steps + 1))
+
+
+def _read_json(proc, sink):
+    """The side's next JSON line; other lines (oneDNN's verbose output) go to `sink`. None at end of output."""
+    for line in proc.stdout:
+        if line.startswith("{"):
+            return json.loads(line)
+        sink.append(line.strip())
+    return None
+
+
+def print_onednn_times(verbose, steps):
+    """oneDNN's execution time per convolution and direction, per step, side by side (same shapes, same order)."""
+    times = {}
+    for name, lines in verbose.items():
+        for line in lines:
+            if ",info,oneDNN" in line or ",info,cpu,runtime" in line:
+                print(f"{name}: {line.split(',info,', 1)[1]}")
+            fields = line.split(",")
+            if len(fields) > 8 and fields[3] == "exec" and fields[5] == "convolution":
+                # direction, problem; padding left out: TF's SAME pads a stride-2 conv asymmetrically, PyTorch
+                # symmetrically (padding=1), the same work
+                key = (fields[7], re.sub(r"_?p[hw]\d+", "", fields[-2]))
+                entry = times.setdefault(key, {}).setdefault(name, [fields[6], 0.0])
+                entry[1] += float(fields[-1]) / steps
+    names = list(verbose)
+    print("oneDNN's time per step of each convolution primitive (ms), TF one op at a time:")
+    print("| direction | problem | " + " | ".join(f"{n}: implementation | ms" for n in names) + " | ratio |")
+    print("|---|---|" + "---|---:|" * len(names) + "---:|")
+    totals = dict.fromkeys(names, 0.0)
+    for (direction, problem), per_side in sorted(times.items(), key=lambda kv: kv[0]):
+        cells, values = [], []
+        for n in names:
+            impl, ms = per_side.get(n, ["-", 0.0])
+            cells += [impl, f"{ms:.2f}"]
+            values.append(ms)
+            totals[n] += ms
+        ratio = f"{values[0] / values[-1]:.2f}" if len(values) > 1 and values[-1] else ""
+        print(f"| {direction} | {problem} | " + " | ".join(cells) + f" | {ratio} |")
+    print("| all | | " + " | ".join(f"| {totals[n]:.1f}" for n in names) + " | |")
 
 
 if __name__ == "__main__":

@@ -211,3 +211,13 @@ def test_ablation_applies_its_precision_to_every_variant(shared_data):
     rows = {row["variant"]: row for row in json.loads(out.stdout.splitlines()[-1])["rows"]}
     assert rows["default"]["images_per_s"] > 0 and rows["bf16"]["images_per_s"] > 0
     assert (rows["default"]["precision"], rows["bf16"]["precision"]) == ("float32", "bfloat16")  # bf16 sets its own
+
+
+def test_conv_ceiling_tables_onednn_primitive_times():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "conv_ceiling.py"), "--stack-n", "1",
+                          "--batch-size", "8", "--precision", "float32", "--rounds", "1", "--steps", "1",
+                          "--torch-python", "", "--onednn-verbose"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "tfcnn (TensorFlow): oneDNN v" in out.stdout
+    directions = {line.split("|")[1].strip() for line in out.stdout.splitlines() if line.startswith("| ")}
+    assert {"forward_training", "backward_data", "backward_weights"} <= directions
