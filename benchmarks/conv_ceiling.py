@@ -252,6 +252,8 @@ def main(argv=None):
               f"{', '.join(f'{v * 1000:.1f}' for v in values)} |")
 
     if args.onednn_verbose:
+        print("(--onednn-verbose: the TF side ran one op at a time and both sides logged every primitive, so the "
+              "step times above are not the ceiling; run without it for that)")
         print_onednn_times(verbose, args.rounds * (args.steps + 1))
 
 
