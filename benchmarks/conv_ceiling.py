@@ -9,7 +9,7 @@ of the kernel and bias. Nothing else: no batch norm, ReLU, additions, loss or op
 
 - TensorFlow: all of them in one tf.function under tfcnn's runtime settings (TF's own thread pools,
   oneDNN), the ops TF's training graph runs (Conv2D + BiasAdd, Conv2DBackpropInput,
-  Conv2DBackpropFilter + BiasAddGrad), so TF schedules them as in the real step.
+  Conv2DBackpropFilter + BiasAddGrad), left to TF's executor, which may run independent ones side by side.
 - PyTorch (`.venv-torch`, the same interpreter as benchmarks/torch_peers.py): the same shapes,
   channels_last, through `aten.convolution` and `aten.convolution_backward`, the ops autograd runs.
 
