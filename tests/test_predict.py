@@ -199,3 +199,12 @@ def test_bad_model_files_are_user_errors(name, content, message, tmp_path):
     with pytest.raises(TfcnnError, match=message):
         predict.open_model(tmp_path / name)
     assert "\n" not in str(pytest.raises(TfcnnError, predict.open_model, tmp_path / name).value)
+
+
+@pytest.mark.parametrize("load, expected", [(0.3, "cores"), (3.9, 1), (None, "cores")])
+def test_onnx_and_tflite_use_every_core_unless_the_load_fills_them(load, expected, monkeypatch):
+    from tfcnn import hardware
+
+    monkeypatch.setattr(hardware, "load_average", lambda: None if load is None else [load, load, load])
+    monkeypatch.setattr(predict.os, "cpu_count", lambda: 2)
+    assert predict.runtime_threads() == (2 if expected == "cores" else expected)

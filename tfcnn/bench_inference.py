@@ -109,7 +109,9 @@ def _ort_session(path, threads=None, level=None, spinning=True):
 def _onnx_runners(path, session_options):
     from tfcnn import predict
 
-    runners = [_Runner("onnx", "onnx", "intra-op threads 1, no spinning, ORT_ENABLE_ALL (tfcnn.predict)",
+    threads = predict.runtime_threads()
+    runners = [_Runner("onnx", "onnx", f"intra-op threads {threads}{', no spinning' if threads == 1 else ''}, "
+                       "ORT_ENABLE_ALL (tfcnn.predict: all cores unless the load fills them)",
                        predict.open_model(path, kind="onnx").probs)]
     if session_options:
         variants = [("onnx ORT defaults", "intra-op threads = cores, ORT_ENABLE_ALL, spinning on", {}),
@@ -144,10 +146,14 @@ def _tflite_fn(path, num_threads=None, xnnpack=True):
 
 
 def _tflite_runners(path, session_options):
-    runners = [_Runner("tflite", "tflite", "ai_edge_litert Interpreter, num_threads default, XNNPACK",
-                       _tflite_fn(path))]
+    from tfcnn import predict
+
+    runners = [_Runner("tflite", "tflite", f"num_threads={predict.runtime_threads()}, XNNPACK (tfcnn.predict: all "
+                       "cores unless the load fills them)", predict.open_model(path, kind="tflite").probs)]
     if session_options:
         cores = os.cpu_count() or 1
+        runners += [_Runner("tflite LiteRT default", "tflite", "num_threads default, XNNPACK", _tflite_fn(path),
+                            default=False)]
         runners += [_Runner(f"tflite threads {n}", "tflite", f"num_threads={n}, XNNPACK", _tflite_fn(path, n),
                             default=False) for n in sorted({1, cores})]
         runners.append(_Runner("tflite no xnnpack", "tflite", "builtin kernels without default delegates",

@@ -107,14 +107,27 @@ def _open_keras(path, meta):
     return Model("keras", path, lambda images: model.predict_on_batch(images), model.input_shape[1:], meta)
 
 
+def runtime_threads():
+    """Threads for ONNX Runtime and TFLite: every core on an idle machine, one (not spin-waiting) when the
+    1-minute load average already fills the cores. Measured both ways (docs/RESULTS.md, "Inference speed of
+    the shipped exports"): on an idle 2-core Zen 5 both cores gave ResNet-32 1.8x the batch-256 throughput and
+    1.5-1.7x lower batch-1 latency than one thread; on a Zen 4 whose 2 cores ran two trainings, one
+    non-spinning thread was the fastest setting of onnxruntime in both."""
+    from tfcnn import hardware
+
+    cores = os.cpu_count() or 1
+    load = hardware.load_average()
+    return 1 if load and load[0] >= cores else cores
+
+
 def _open_onnx(path, meta):
     import onnxruntime as ort
 
-    # One intra-op thread that does not spin-wait: faster than onnxruntime's defaults on both shipped models in
-    # batch-1 latency and batch-256 throughput here (docs/RESULTS.md, "Inference speed of the exports").
+    threads = runtime_threads()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = threads
+    if threads == 1:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     embedded = session.get_modelmeta().custom_metadata_map.get("tfcnn")
     if embedded and not meta:
@@ -126,7 +139,7 @@ def _open_onnx(path, meta):
 def _open_tflite(path, meta):
     from ai_edge_litert.interpreter import Interpreter  # TFLite's runtime without TensorFlow
 
-    interpreter = Interpreter(model_path=str(path))
+    interpreter = Interpreter(model_path=str(path), num_threads=runtime_threads())
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(images):
