@@ -110,8 +110,8 @@ def _open_keras(path, meta):
 def runtime_threads():
     """Threads for ONNX Runtime and TFLite: every core on an idle machine, one (not spin-waiting) when the
     1-minute load average already fills the cores. Measured both ways (docs/RESULTS.md, "Inference speed of
-    the shipped exports"): on an idle 2-core Zen 5 both cores gave ResNet-32 1.8x the batch-256 throughput and
-    1.5-1.7x lower batch-1 latency than one thread; on a Zen 4 whose 2 cores ran two trainings, one
+    the shipped exports"): on an idle 2-core Zen 5 both cores gave ResNet-32 1.9-2.0x the batch-256 throughput
+    and 1.6x lower batch-1 latency than one thread; on a Zen 4 whose 2 cores ran two trainings, one
     non-spinning thread was the fastest setting of onnxruntime in both."""
     from tfcnn import hardware
 
