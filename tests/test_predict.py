@@ -208,3 +208,15 @@ def test_onnx_and_tflite_use_every_core_unless_the_load_fills_them(load, expecte
     monkeypatch.setattr(hardware, "load_average", lambda: None if load is None else [load, load, load])
     monkeypatch.setattr(predict.os, "cpu_count", lambda: 2)
     assert predict.runtime_threads() == (2 if expected == "cores" else expected)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "tflite"])
+def test_onnx_and_tflite_sessions_open_with_the_chosen_threads(kind, mnist_models, monkeypatch):
+    from tfcnn import hardware
+
+    monkeypatch.setattr(predict.os, "cpu_count", lambda: 2)
+    for load, threads in ((0.3, 2), (3.9, 1)):
+        monkeypatch.setattr(hardware, "load_average", lambda load=load: [load, load, load])
+        model = predict.open_model(mnist_models[kind])
+        assert model.threads == threads
+        assert model.probs(np.zeros((2, 28, 28, 1), np.uint8)).shape == (2, 10)

@@ -109,10 +109,10 @@ def _ort_session(path, threads=None, level=None, spinning=True):
 def _onnx_runners(path, session_options):
     from tfcnn import predict
 
-    threads = predict.runtime_threads()
-    runners = [_Runner("onnx", "onnx", f"intra-op threads {threads}{', no spinning' if threads == 1 else ''}, "
-                       "ORT_ENABLE_ALL (tfcnn.predict: all cores unless the load fills them)",
-                       predict.open_model(path, kind="onnx").probs)]
+    model = predict.open_model(path, kind="onnx")
+    runners = [_Runner("onnx", "onnx", f"intra-op threads {model.threads}"
+                       f"{', no spinning' if model.threads == 1 else ''}, ORT_ENABLE_ALL (tfcnn.predict: all cores "
+                       "unless the load fills them)", model.probs)]
     if session_options:
         variants = [("onnx ORT defaults", "intra-op threads = cores, ORT_ENABLE_ALL, spinning on", {}),
                     ("onnx intra 1", "intra_op_num_threads=1", {"threads": 1}),
@@ -148,8 +148,9 @@ def _tflite_fn(path, num_threads=None, xnnpack=True):
 def _tflite_runners(path, session_options):
     from tfcnn import predict
 
-    runners = [_Runner("tflite", "tflite", f"num_threads={predict.runtime_threads()}, XNNPACK (tfcnn.predict: all "
-                       "cores unless the load fills them)", predict.open_model(path, kind="tflite").probs)]
+    model = predict.open_model(path, kind="tflite")
+    runners = [_Runner("tflite", "tflite", f"num_threads={model.threads}, XNNPACK (tfcnn.predict: all cores unless "
+                       "the load fills them)", model.probs)]
     if session_options:
         cores = os.cpu_count() or 1
         runners += [_Runner("tflite LiteRT default", "tflite", "num_threads default, XNNPACK", _tflite_fn(path),

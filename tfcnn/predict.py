@@ -35,10 +35,11 @@ _SUFFIX_KIND = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
 class Model:
     """A loaded artefact: `probs(images)` maps raw 0-255 NHWC images to class probabilities."""
 
-    def __init__(self, kind, path, run, input_shape, meta):
+    def __init__(self, kind, path, run, input_shape, meta, threads=None):
         self.kind, self.path, self._run = kind, Path(path), run
         self.input_shape = tuple(int(d) for d in input_shape)
         self.meta = meta or {}
+        self.threads = threads  # ONNX Runtime / TFLite: the threads runtime_threads() chose at opening
 
     def probs(self, images, batch_size=256):
         images = np.asarray(images, np.float32)
@@ -133,13 +134,15 @@ def _open_onnx(path, meta):
     if embedded and not meta:
         meta = json.loads(embedded)
     (inp,) = session.get_inputs()
-    return Model("onnx", path, lambda images: session.run(None, {inp.name: images})[0], inp.shape[1:], meta)
+    return Model("onnx", path, lambda images: session.run(None, {inp.name: images})[0], inp.shape[1:], meta,
+                 threads)
 
 
 def _open_tflite(path, meta):
     from ai_edge_litert.interpreter import Interpreter  # TFLite's runtime without TensorFlow
 
-    interpreter = Interpreter(model_path=str(path), num_threads=runtime_threads())
+    threads = runtime_threads()
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(images):
@@ -152,7 +155,7 @@ def _open_tflite(path, meta):
 
     with _native_stderr_off():  # the first allocation logs "INFO: Created ... XNNPACK delegate" to fd 2
         interpreter.allocate_tensors()
-    return Model("tflite", path, run, inp["shape"][1:], meta)
+    return Model("tflite", path, run, inp["shape"][1:], meta, threads)
 
 
 @contextlib.contextmanager
