@@ -238,15 +238,16 @@ def main():
         base = rows[0]
         for key, out in (("images_per_s", "ratio"), ("median_step_images_per_s", "median_step_ratio")):
             row[out] = round(row[key] / base[key], 3) if row[key] and base[key] else None
-    report = {"args": {k: v for k, v in vars(args).items() if k not in ("child", "child_rounds")}, "rows": rows,
+    sys.path.insert(0, str(REPO))
+    from tfcnn import hardware
+
+    report = {"cpu": hardware.describe_cpu(hardware.cpu_info()),
+              "args": {k: v for k, v in vars(args).items() if k not in ("child", "child_rounds")}, "rows": rows,
               "load_avg_1min_per_child": [round(x, 2) for x in loads], "cpu_count": os.cpu_count()}
     if args.json:
         print(json.dumps(report))
         return
-    sys.path.insert(0, str(REPO))
-    from tfcnn import hardware
-
-    print(hardware.describe_cpu(hardware.cpu_info()))
+    print(report["cpu"])
     print(f"{args.arch} {args.stack_n or ''} {args.dataset} {args.source}, batch {args.batch_size}, "
           f"{args.steps} steps x {args.rounds} rounds; 1-min load {report['load_avg_1min_per_child']}")
     print(f"{'variant':24} {'img/s':>8} {'ratio':>6} {'median-step':>11} {'ratio':>6}  what")

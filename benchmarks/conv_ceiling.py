@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def conv_specs(stack_n, batch_size):
-    """[{name, n, h, w, cin, cout, k, stride, stem, flops}] of tfcnn's CIFAR ResNet, read off the built
-    model; `flops` is the forward convolution's per image, counted as tfcnn.bench counts it."""
+    """[{name, n, h, w, cin, oh, ow, cout, k, stride, stem, flops}] of tfcnn's CIFAR ResNet, read off the
+    built model; `flops` is the forward convolution's per image, counted as tfcnn.bench counts it."""
     sys.path.insert(0, str(REPO))
     import keras
 
@@ -45,9 +45,10 @@ def conv_specs(stack_n, batch_size):
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
             _, h, w, cin = layer.input.shape
+            _, oh, ow, _ = layer.output.shape
             one = keras.Sequential([keras.Input(layer.input.shape[1:]),
                                     layer.__class__.from_config(layer.get_config())])
-            specs.append(dict(name=layer.name, n=batch_size, h=h, w=w, cin=cin, cout=layer.filters,
+            specs.append(dict(name=layer.name, n=batch_size, h=h, w=w, cin=cin, oh=oh, ow=ow, cout=layer.filters,
                               k=layer.kernel_size[0], stride=layer.strides[0], stem=layer.name == "stem_conv",
                               flops=bench.forward_flops(one)))
     return specs
@@ -60,18 +61,18 @@ def training_flops(specs):
 
 def tf_step(specs, precision, in_order=False):
     """in_order: each layer's convolutions wait for the previous layer's (its forward and both gradients may
-    still run side by side), as a real step's dependencies order them; otherwise TF may overlap any of them."""
+    still run side by side), stricter than a real step, whose weight gradients may run alongside later layers;
+    otherwise TF may overlap any of them."""
     import tensorflow as tf
 
     dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
     tensors = []
     for s in specs:
-        oh, ow = -(-s["h"] // s["stride"]), -(-s["w"] // s["stride"])
         tensors.append(dict(
             x=tf.cast(tf.random.normal([s["n"], s["h"], s["w"], s["cin"]]), dtype),
             kernel=tf.cast(tf.random.normal([s["k"], s["k"], s["cin"], s["cout"]], stddev=0.05), dtype),
             bias=tf.zeros([s["cout"]], dtype),
-            dy=tf.cast(tf.random.normal([s["n"], oh, ow, s["cout"]]), dtype)))
+            dy=tf.cast(tf.random.normal([s["n"], s["oh"], s["ow"], s["cout"]]), dtype)))
 
     def layer(s, t):
         """One layer's convolution work; returns a scalar of each result, so none is pruned."""
@@ -104,14 +105,13 @@ def torch_step(specs, precision):
 
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
     tensors = []
+    cl = dict(memory_format=torch.channels_last)
     for s in specs:
-        oh, ow = -(-s["h"] // s["stride"]), -(-s["w"] // s["stride"])
-        cl = dict(memory_format=torch.channels_last)
         tensors.append(dict(
             x=torch.randn(s["n"], s["cin"], s["h"], s["w"]).to(dtype).contiguous(**cl),
             kernel=(torch.randn(s["cout"], s["cin"], s["k"], s["k"]) * 0.05).to(dtype).contiguous(**cl),
             bias=torch.zeros(s["cout"], dtype=dtype),
-            dy=torch.randn(s["n"], s["cout"], oh, ow).to(dtype).contiguous(**cl)))
+            dy=torch.randn(s["n"], s["cout"], s["oh"], s["ow"]).to(dtype).contiguous(**cl)))
 
     def step():
         total = 0.0
