@@ -10,12 +10,16 @@ from pathlib import Path
 
 from tfcnn.errors import TfcnnError
 
-OPTIMIZERS = ("sgd", "adam", "sam")
-SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = ("sgd", "adam", "sam", "muon")
+SCHEDULES = ("constant", "step", "cosine", "triangle")
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 CHECKPOINTS = ("best", "last")
+HYPERPARAMETERS = ("keras", "decoupled")
+FLIPS = ("random", "alternate")
+PAD_MODES = ("zeros", "reflect")
+TTAS = ("none", "flip", "flip-translate")
 # Options passed to the model builder when set; the builder rejects the ones it does not take.
 MODEL_OPTIONS = ("stack_n", "activation", "pool", "width", "alpha", "conv_layers", "dense_units", "dropout")
 
@@ -58,6 +62,14 @@ class Config:
                                          "for digits and letters")
     cutout: int = _field(0, "data", "side in pixels of a square erased from each training image at a random place "
                                     "(DeVries & Taylor 2017; 0: off)")
+    flip: str = _field("random", "data", "colour images' horizontal flip: random (each image, each epoch) or "
+                                         "alternate (airbench: a random half flipped in epoch 0, then every image "
+                                         "flips on odd epochs, so each is seen both ways in any two epochs)",
+                       choices=FLIPS)
+    translate: typing.Optional[int] = _field(None, "data", "random translation in pixels, up to this many in each "
+                                                           "direction; none: the dataset's (4 colour, 2 digits)")
+    pad_mode: str = _field("zeros", "data", "how translation fills the border: zeros, or reflect (airbench)",
+                           choices=PAD_MODES)
     limit_train: typing.Optional[int] = _field(None, "data", "train on this many images (stratified), for quick runs")
     limit_test: typing.Optional[int] = _field(None, "data", "evaluate on this many test images (stratified)")
     # model
@@ -71,17 +83,41 @@ class Config:
     conv_layers: typing.Optional[int] = _field(None, "model", "lenet5: convolutional layers (1-3)")
     dense_units: typing.Optional[typing.List[int]] = _field(None, "model", "lenet5: dense layer sizes, e.g. 120,84")
     dropout: typing.Optional[float] = _field(None, "model", "dropout rate before the head, where the model has one")
+    whiten_init: bool = _field(False, "model", "set the 'whiten' layer's kernel from the training images' patch "
+                                               "covariance before training (airbench; needs such a layer: airbench94)")
+    dirac_init: bool = _field(False, "model", "start each odd square conv with identity filters on its first input "
+                                              "channels (airbench's dirac init)")
     # optimisation
     epochs: int = _field(10, "optimisation", "training epochs")
     batch_size: int = _field(128, "optimisation", "images per step and replica; the global batch is batch_size x "
                                                   "replicas")
-    optimizer: str = _field("adam", "optimisation", "sam = SGD with sharpness-aware minimisation", OPTIMIZERS)
+    optimizer: str = _field("adam", "optimisation", "sam = SGD with sharpness-aware minimisation; muon = conv kernels "
+                                                    "by Muon (airbench94_muon: orthogonalised momentum updates, "
+                                                    "--muon-lr, --muon-momentum), every other weight by sgd",
+                            OPTIMIZERS)
+    muon_lr: float = _field(0.24, "optimisation", "muon: the conv kernels' peak rate (the schedule scales it)")
+    muon_momentum: float = _field(0.6, "optimisation", "muon: the conv kernels' Nesterov momentum")
     lr: float = _field(1e-3, "optimisation", "peak learning rate")
     momentum: float = _field(0.9, "optimisation", "SGD/SAM momentum")
     nesterov: bool = _field(True, "optimisation", "SGD/SAM Nesterov momentum")
     sam_rho: float = _field(0.05, "optimisation", "SAM neighbourhood radius (Foret et al. 2021)")
     weight_decay: float = _field(0.0, "optimisation", "L2 in the model for resnet (as the lab), decoupled in the "
                                                       "optimizer otherwise")
+    hyperparameters: str = _field("keras", "optimisation", "how --lr and --weight-decay read: keras (the mean loss's "
+                                                           "lr; decay as described above) or decoupled (airbench's: "
+                                                           "per 1024 images of a summed loss with Nesterov's step "
+                                                           "growth divided out; decay coupled through the momentum "
+                                                           "as PyTorch's SGD, of strength weight_decay / lr; SGD only)",
+                                  choices=HYPERPARAMETERS)
+    bn_bias_lr: float = _field(1.0, "optimisation", "learning-rate multiplier for BatchNorm biases (airbench: 64; "
+                                                    "SGD only)")
+    whiten_bias_epochs: typing.Optional[int] = _field(None, "optimisation", "the 'whiten' layer's bias trains for this "
+                                                                            "many epochs, then stays (airbench: 3; "
+                                                                            "none: always; SGD only)")
+    lookahead_every: int = _field(0, "optimisation", "lookahead: every N steps an average of the weights (BatchNorm "
+                                                     "statistics included) moves towards them and they are set to it, "
+                                                     "with airbench's decay 0.95^5 (t/T)^3; the run ends on the "
+                                                     "average (airbench: 5; 0: off; SGD only)")
     label_smoothing: float = _field(0.0, "optimisation", "label smoothing of the cross-entropy (0: off)")
     ema: float = _field(0.0, "optimisation", "momentum of an exponential moving average of the weights (Polyak "
                                              "averaging, Keras' use_ema; unlike timm's --model-ema "
@@ -98,7 +134,10 @@ class Config:
     milestones: typing.List[int] = _field(None, "schedule", "step schedule: epochs where lr is multiplied by --gamma, "
                                                             "e.g. 81,122", factory=lambda: [81, 122])
     gamma: float = _field(0.1, "schedule", "step schedule: factor at each milestone")
-    warmup_epochs: float = _field(0.0, "schedule", "linear warmup from 0 to --lr over this many epochs")
+    warmup_epochs: float = _field(0.0, "schedule", "linear warmup from 0 to --lr over this many epochs; triangle: the "
+                                                   "epoch of the peak")
+    lr_start: float = _field(0.0, "schedule", "triangle: the first step's lr as a share of --lr (airbench 0.2)")
+    lr_end: float = _field(0.0, "schedule", "triangle: the last step's lr as a share of --lr (airbench 0.07)")
     # runtime
     strategy: str = _field("auto", "runtime", "tf.distribute strategy; multiworker reads TF_CONFIG (see "
                                               "python -m tfcnn.launch)", STRATEGIES)
@@ -123,6 +162,9 @@ class Config:
                                              "such as 'stem_*,stage1_*'")
     fine_tune_epochs: int = _field(0, "transfer", "second stage: epochs with everything but BatchNorm unfrozen")
     fine_tune_lr: typing.Optional[float] = _field(None, "transfer", "second stage learning rate; none: lr / 10")
+    tta: str = _field("none", "output", "test-time augmentation reported beside the single view in a run's final "
+                                       "metrics: flip (2 views) or flip-translate (airbench's 6 views, logits "
+                                       "weighted 1/4, 1/4, 1/8 x 4; colour images)", choices=TTAS)
     # output
     tensorboard: bool = _field(True, "output", "write TensorBoard logs to <run>/logs")
     verbose: typing.Optional[int] = _field(None, "output", "Keras output: 1 progress bars, 2 one line per epoch, 0 "
@@ -131,7 +173,8 @@ class Config:
     def model_options(self):
         opts = {k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None}
         if self.arch == "resnet":
-            opts["weight_decay"] = self.weight_decay
+            # Decoupled hyperparameters put the decay in the optimizer (coupled, as PyTorch's), not as L2.
+            opts["weight_decay"] = 0.0 if self.hyperparameters == "decoupled" else self.weight_decay
         return opts
 
     def validate(self):
@@ -149,6 +192,11 @@ class Config:
         need(self.strategy in STRATEGIES, f"unknown --strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         need(self.mixed_precision in PRECISIONS,
              f"unknown --mixed-precision {self.mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
+        for name, field in _FIELDS.items():  # every field with choices, from its metadata
+            choices = field.metadata.get("choices")
+            value = getattr(self, name)
+            need(not choices or value is None or value in choices,
+                 f"unknown --{name.replace('_', '-')} {value!r}; choose one of {', '.join(map(str, choices or ()))}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
         need(self.fine_tune_lr is None or self.fine_tune_lr > 0, f"--fine-tune-lr must be positive, got {self.fine_tune_lr}")
         need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
@@ -170,6 +218,29 @@ class Config:
         need(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}")
         need(list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
              f"--milestones must be increasing positive epochs, got {self.milestones}")
+        need(self.bn_bias_lr > 0, f"--bn-bias-lr must be positive, got {self.bn_bias_lr}")
+        need(self.whiten_bias_epochs is None or self.whiten_bias_epochs >= 0,
+             f"--whiten-bias-epochs must be 0 or more, got {self.whiten_bias_epochs}")
+        need(self.lookahead_every >= 0, f"--lookahead-every must be 0 (off) or a number of steps, got {self.lookahead_every}")
+        need(self.translate is None or self.translate >= 0, f"--translate must be 0 or more pixels, got {self.translate}")
+        need(0 <= self.lr_start <= 1 and 0 <= self.lr_end <= 1,
+             f"--lr-start and --lr-end are shares of --lr in [0, 1], got {self.lr_start} and {self.lr_end}")
+        need(self.schedule != "triangle" or 0 <= self.warmup_epochs < self.epochs,
+             f"--schedule triangle peaks at --warmup-epochs, which must lie inside the {self.epochs} epochs, "
+             f"got {self.warmup_epochs}")
+        recipe = [flag for flag, on in (("--hyperparameters decoupled", self.hyperparameters == "decoupled"),
+                                        ("--bn-bias-lr", self.bn_bias_lr != 1.0),
+                                        ("--whiten-bias-epochs", self.whiten_bias_epochs is not None),
+                                        ("--lookahead-every", self.lookahead_every > 0)) if on]
+        need(not recipe or self.optimizer in ("sgd", "muon"),
+             f"{', '.join(recipe)} work with --optimizer sgd or muon (airbench's recipe), not {self.optimizer}")
+        need(self.optimizer != "muon" or self.strategy in ("auto", "default"),
+             f"--optimizer muon runs on one device; drop --strategy {self.strategy}")
+        need(self.muon_lr > 0 and 0 <= self.muon_momentum < 1,
+             f"--muon-lr must be positive and --muon-momentum in [0, 1), got {self.muon_lr} and {self.muon_momentum}")
+        need(not recipe or self.strategy in ("auto", "default"),
+             f"{', '.join(recipe)} run on one device; drop --strategy {self.strategy}")
+        need(not (self.lookahead_every and self.ema), "--lookahead-every and --ema both average the weights; pick one")
         need(self.cpu_devices >= 1, f"--cpu-devices must be at least 1, got {self.cpu_devices}")
         need(self.peer_timeout > 0, f"--peer-timeout must be positive (seconds), got {self.peer_timeout}")
         need(self.steps_per_execution >= 1,

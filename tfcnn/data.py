@@ -133,6 +133,7 @@ class Pipelines:
     image_shape: tuple
     seed: int = 0
     train_epoch: object = dataclasses.field(default=None, repr=False)  # epoch seed (2,) -> batches
+    x_train: np.ndarray = dataclasses.field(default=None, repr=False)  # the training images, unaugmented
 
 
 # ---------------------------------------------------------------- locating and fetching files
@@ -724,11 +725,14 @@ def _tf():
     return tf
 
 
-def augment_fn(kind, image_shape, cutout=0, fill=0):
-    """A batch function images(NHWC, any dtype)[, seed(2,)] -> augmented images, same shape and dtype.
+def augment_fn(kind, image_shape, cutout=0, fill=0, translate=None, pad_mode="zeros"):
+    """A batch function images(NHWC, any dtype)[, seed(2,)][, mirror(N, 1) bool] -> augmented images, same shape
+    and dtype. `mirror` chooses the images to flip (alternating flip) instead of a coin per image.
 
     crop_flip: 4-pixel zero pad, random crop back, random horizontal flip (He et al. 2016, CIFAR).
     shift: 2-pixel zero pad and random crop: digits and letters must not be mirrored.
+    translate: the pad in pixels instead (0: no translation); pad_mode reflect mirrors the border instead of zeros
+    (airbench: 2, reflect).
     cutout > 0: after that, a cutout x cutout square at a uniform random centre (clipped at the border)
     is set to `fill` (per-channel, the training mean: zero after the model's normalisation), as in
     DeVries & Taylor 2017 (16 px for CIFAR-10).
@@ -739,9 +743,15 @@ def augment_fn(kind, image_shape, cutout=0, fill=0):
     if cutout < 0:
         raise TfcnnError(f"cutout size {cutout} must be 0 (off) or a positive number of pixels")
     if kind == "none" and not cutout:
-        return lambda images, seed=None: images
+        return lambda images, seed=None, mirror=None: images
     height, width = int(image_shape[0]), int(image_shape[1])
     pad, flip = (4, True) if kind == "crop_flip" else (2, False) if kind == "shift" else (0, False)
+    if translate is not None and kind != "none":
+        pad = int(translate)
+    if pad_mode not in ("zeros", "reflect"):
+        raise TfcnnError(f"unknown pad mode {pad_mode!r}; choose zeros or reflect")
+    if pad_mode == "reflect" and pad >= min(height, width):
+        raise TfcnnError(f"reflect padding of {pad} pixels needs images larger than that; got {height}x{width}")
 
     def erase(images, seed):
         n = tf.shape(images)[0]
@@ -754,7 +764,7 @@ def augment_fn(kind, image_shape, cutout=0, fill=0):
         filler = tf.cast(tf.reshape(tf.constant(fill, tf.float32), [1, 1, 1, -1]), images.dtype)
         return tf.where(hole[..., None], filler, images)
 
-    def augment(images, seed=None):
+    def augment(images, seed=None, mirror=None):
         if seed is None:
             seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int64)
         seeds = tf.random.experimental.stateless_split(seed, 3)
@@ -767,10 +777,12 @@ def augment_fn(kind, image_shape, cutout=0, fill=0):
         rows = dy + tf.range(height)[None]
         cols = dx + tf.range(width)[None]
         if flip:
-            mirror = tf.random.stateless_uniform([n, 1], seeds[2]) < 0.5
+            if mirror is None:
+                mirror = tf.random.stateless_uniform([n, 1], seeds[2]) < 0.5
             cols = tf.where(mirror, dx + tf.range(width - 1, -1, -1)[None], cols)
         # One gather per axis crops (and mirrors) every image at its own offset: no per-image loop.
-        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]],
+                        mode="REFLECT" if pad_mode == "reflect" else "CONSTANT")
         out = tf.gather(padded, rows, axis=1, batch_dims=1)
         out = tf.gather(out, cols, axis=2, batch_dims=1)
         return erase(out, cutout_seed) if cutout else out
@@ -801,15 +813,21 @@ CHUNK_BATCHES = 32  # train batches gathered and augmented per op
 
 
 def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, normalize=False,
-                   limit_train=None, limit_test=None, cache=True, one_hot=False, cutout=0, class_weight="none"):
+                   limit_train=None, limit_test=None, cache=True, one_hot=False, cutout=0, class_weight="none",
+                   flip="random", translate=None, pad_mode="zeros"):
     """Split off validation, then batch train (shuffled, augmented), val and test as tf.data.
 
     Images stay on the raw 0-255 scale unless normalize=True ((x - mean) / std, train-only stats);
     `augment` may also name a kind from AUGMENTATIONS instead of the dataset's default;
     one_hot=True gives float32 one-hot labels (for label smoothing) instead of int32 ids;
     cutout=N erases an N x N square of each train image (see augment_fn);
-    class_weight "balanced" or "sqrt" adds a per-image loss weight to the train batches (see class_weights).
+    class_weight "balanced" or "sqrt" adds a per-image loss weight to the train batches (see class_weights);
+    flip "alternate": a seeded half of the images is flipped in even epochs, the other half in odd ones
+    (airbench's alternating flip: every image is seen both ways in any two epochs); translate / pad_mode:
+    see augment_fn.
     """
+    if flip not in ("random", "alternate"):
+        raise TfcnnError(f"unknown flip {flip!r}; choose random or alternate")
     if batch_size < 1:
         raise TfcnnError(f"batch size {batch_size} must be at least 1")
     x_train, y_train, x_val, y_val = split_validation(ds.x_train, ds.y_train, val_fraction, seed)
@@ -828,7 +846,8 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
     kind = ds.augmentation if augment is True else "none" if augment is False else augment
     tf = _tf()
     fill = np.clip(np.round(mean), 0, 255) if x_train.dtype == np.uint8 else mean
-    augment_batch = augment_fn(kind, ds.image_shape, cutout=cutout if augment is not False else 0, fill=fill)
+    augment_batch = augment_fn(kind, ds.image_shape, cutout=cutout if augment is not False else 0, fill=fill,
+                               translate=translate, pad_mode=pad_mode)
     auto = tf.data.AUTOTUNE
     scale = np.where(std > 0, std, 1).astype(np.float32)
 
@@ -852,6 +871,8 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
     images_t, labels_t = tf.constant(x_train), tf.constant(y_train.astype(np.int32))
     fold_in = tf.random.experimental.stateless_fold_in
     n_train = len(y_train)
+    # Alternating flip: which images are mirrored in even epochs, fixed by the run's seed.
+    first_flip = tf.constant(np.random.default_rng([seed, 7]).random(n_train) < 0.5)
     full = n_train // batch_size * batch_size  # images in full batches; the rest make one short batch
     chunk = CHUNK_BATCHES * batch_size
 
@@ -866,7 +887,11 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
 
         def augmented(start, stop):
             idx = order[start:stop]
-            images = augment_batch(tf.gather(images_t, idx), fold_in(epoch_seed, start // batch_size + 1))
+            mirror = None
+            if flip == "alternate":
+                odd = tf.equal(epoch_seed[1] % 2, 1)
+                mirror = tf.math.logical_xor(tf.gather(first_flip, idx), odd)[:, None]
+            images = augment_batch(tf.gather(images_t, idx), fold_in(epoch_seed, start // batch_size + 1), mirror)
             return images, tf.gather(labels_t, idx)
 
         def batches(images, labels):
@@ -889,7 +914,7 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
         x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
         train_size=len(y_train), val_size=len(y_val), test_size=len(y_test),
         mean=mean, std=std, class_names=list(ds.class_names), image_shape=ds.image_shape,
-        seed=seed, train_epoch=train_epoch)
+        seed=seed, train_epoch=train_epoch, x_train=x_train)
 
 
 def train_epochs(pipes, *, start_epoch=0, epochs, seed=None):

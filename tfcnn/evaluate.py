@@ -14,18 +14,44 @@ from tfcnn import runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 
-TTA = ("none", "flip")
+TTA = ("none", "flip", "flip-translate")
+TTA_VIEWS = {"none": 1, "flip": 2, "flip-translate": 6}
+
+
+def tta_views(images, tta):
+    """(weight, view) pairs of NHWC images. flip-translate is airbench's tta_level 2: the image and its mirror
+    at 1/4 each, and both, shifted one pixel up-left and one down-right (reflect-padded), at 1/8 each."""
+    views = [(1.0, images)]
+    if tta in ("flip", "flip-translate"):
+        views = [(0.5, images), (0.5, images[:, :, ::-1])]
+    if tta == "flip-translate":
+        padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+        h, w = images.shape[1:3]
+        shifted = [padded[:, :h, :w], padded[:, 2:h + 2, 2:w + 2]]
+        views = [(0.25, v) for _, v in views] + [(0.125, v) for s in shifted for v in (s, s[:, :, ::-1])]
+    return views
 
 
 def predict_proba(model, images, batch_size=256, tta="none"):
     """Class probabilities for uint8/float images on the raw 0-255 scale (models normalise inside).
     tta "flip": the mean of the probabilities of each image and its mirror image (NHWC, left-right), the
-    test-time counterpart of the flips colour images train with."""
+    test-time counterpart of the flips colour images train with. tta "flip-translate": airbench's 6 views
+    (tta_views), whose logits it weighs and sums; the softmax of that sum is the softmax of the views'
+    weighted log-probabilities, which is what is computed here from the model's probabilities."""
+    if tta not in TTA:
+        raise TfcnnError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA)}")
     images = np.asarray(images, dtype="float32")
-    probs = model.predict(images, batch_size=batch_size, verbose=0)
-    if tta == "flip":
-        probs = (probs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
-    return probs
+    if tta != "flip-translate":
+        probs = model.predict(images, batch_size=batch_size, verbose=0)
+        if tta == "flip":
+            probs = (probs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+        return probs
+    log_probs = sum(weight * np.log(np.maximum(model.predict(np.ascontiguousarray(view), batch_size=batch_size,
+                                                             verbose=0).astype("float64"), 1e-300))
+                    for weight, view in tta_views(images, tta))
+    log_probs -= log_probs.max(axis=1, keepdims=True)
+    probs = np.exp(log_probs)
+    return (probs / probs.sum(axis=1, keepdims=True)).astype("float32")
 
 
 def compute_metrics(y_true, probs, class_names):
@@ -172,7 +198,9 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>-<dataset>)")
     parser.add_argument("--tta", default="none", choices=TTA,
                         help="test-time augmentation: flip averages each image's and its mirror image's "
-                             "probabilities (colour images, which train with flips); default none, a single view")
+                             "probabilities (colour images, which train with flips); flip-translate is airbench's "
+                             "6 views (the mirror and 1-pixel shifts, logits weighted 1/4, 1/4, 1/8 x 4); "
+                             "default none, a single view")
     args = parser.parse_args(argv)
 
     from tfcnn import data
@@ -189,8 +217,8 @@ def main(argv=None):
                          "evaluate on the dataset (and --classes) it was trained on")
     if tuple(model.input_shape[1:]) != tuple(ds.image_shape):
         raise TfcnnError(f"the model takes {model.input_shape[1:]} images but {args.dataset} has {ds.image_shape}")
-    if args.tta == "flip" and ds.image_shape[-1] != 3:
-        raise TfcnnError(f"--tta flip is for colour images, which train with flips; {args.dataset}'s digits or letters "
+    if args.tta != "none" and ds.image_shape[-1] != 3:
+        raise TfcnnError(f"--tta {args.tta} is for colour images, which train with flips; {args.dataset}'s digits or letters "
                          "train with shifts only, and a mirrored one is another glyph: drop --tta")
     out = Path(args.out or f"runs/eval-{Path(args.model).stem}-{args.dataset.replace(':', '_').replace('/', '_')}")
     metrics, report = write_report(model, x, y, ds.class_names, out,
@@ -198,7 +226,7 @@ def main(argv=None):
                                    class_ids=ds.class_ids, tta=args.tta)
     print(report)
     t = metrics["test"]
-    views = " (flip TTA: 2 views)" if args.tta == "flip" else ""
+    views = f" ({args.tta} TTA: {TTA_VIEWS[args.tta]} views)" if args.tta != "none" else ""
     print(f"test accuracy {t['accuracy']:.4f}  macro F1 {t['f1_macro']:.4f}  ({t['num_examples']} images){views} "
           f"-> {out}")
     return 0

@@ -302,6 +302,24 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
+@keras.saving.register_keras_serializable(package="tfcnn")
+class GELU(layers.Layer):
+    """Exact GELU, x * Phi(x) (Hendrycks & Gimpel 2016), as PyTorch's nn.GELU().
+
+    In training on TensorFlow it runs as one XLA-compiled kernel forward and one backward
+    (tfcnn.kernels.gelu) instead of TF's chain of elementwise ops, which cost about half of the
+    airbench94 step (docs/RESULTS.md, "CIFAR-10 speedrun"). Inference and exports use keras.ops.gelu,
+    the same function, so SavedModel, ONNX and TFLite see standard ops.
+    """
+
+    def call(self, inputs, training=None):
+        if training and keras.backend.backend() == "tensorflow":
+            from tfcnn import kernels
+
+            return kernels.gelu(inputs)
+        return keras.ops.gelu(inputs, approximate=False)
+
+
 def _bn(name):
     # BIGBALLON cifar-10-cnn / the Torch defaults: momentum 0.9, epsilon 1e-5.
     return FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
@@ -370,6 +388,65 @@ def resnet(input_shape, num_classes, *, normalization=None, stack_n=5, activatio
                           kernel_regularizer=regularizer)
     suffix = "" if activation == "relu" else f"_{activation}"
     return keras.Model(inputs, outputs, name=f"resnet{6 * stack_n + 2}{suffix}")
+
+
+# --- CIFAR-10 speedrun (airbench94) ---------------------------------------------------------
+
+def _torch_uniform():
+    """PyTorch's default conv/linear init, uniform(+-1/sqrt(fan_in)), which airbench's recipe was tuned on
+    (Keras' default is Glorot)."""
+    return keras.initializers.VarianceScaling(scale=1 / 3, mode="fan_in", distribution="uniform")
+
+
+def _speedrun_bn(name):
+    # airbench: PyTorch momentum 0.4 (= Keras 0.6), no scale (its BatchNorm weights are frozen at 1). Its
+    # epsilon 1e-12 is below TF's fused-kernel floor (1.001e-5), which the variances here dwarf.
+    return FusedBatchNormalization(momentum=0.6, epsilon=1e-5, scale=False, name=name)
+
+
+def _activation_layer(activation, name):
+    if activation == "gelu":
+        return GELU(name=name)
+    return layers.Activation(activation, name=name)
+
+
+def conv_group(x, filters, name, activation="gelu"):
+    """airbench's ConvGroup: conv -> 2x2 max-pool -> BN -> act -> conv -> BN -> act (no residual)."""
+    conv = dict(padding="same", use_bias=False, kernel_initializer=_torch_uniform())
+    x = layers.Conv2D(filters, 3, name=f"{name}_conv1", **conv)(x)
+    x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = _speedrun_bn(f"{name}_bn1")(x)
+    x = _activation_layer(activation, f"{name}_{activation}1")(x)
+    x = layers.Conv2D(filters, 3, name=f"{name}_conv2", **conv)(x)
+    x = _speedrun_bn(f"{name}_bn2")(x)
+    return _activation_layer(activation, f"{name}_{activation}2")(x)
+
+
+@register
+def airbench94(input_shape, num_classes, *, normalization=None, activation="gelu"):
+    """The airbench94 network (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU",
+    arXiv:2404.00498; pip airbench 0.1.8), the CIFAR-10 speedrun's net.
+
+    A frozen 2x2 "whiten" conv (24 filters: the training patches' whitening and its negative, set from
+    data by tfcnn.recipe.init_whitening; only its bias trains, for the first --whiten-bias-epochs),
+    three conv groups of 64 / 256 / 256, a global max-pool and a bias-free linear head scaled by 1/9.
+    1,971,640 weights on 32x32x3 / 10 classes, the published net's count; Keras' total adds the
+    BatchNorm moving means and variances (2 x 1,152), which PyTorch counts as buffers.
+    """
+    activation = _check_choice("activation", activation, ("gelu", "relu"))
+    inputs, x = _input_and_normalization(input_shape, normalization)
+    _check_min_size("airbench94", inputs, 17, "a 2x2 valid conv then three 2x2 max-pools")
+    x = layers.Conv2D(8 * input_shape[-1], 2, padding="valid",
+                      kernel_initializer=_torch_uniform(), bias_initializer="zeros", name="whiten")(x)
+    x = _activation_layer(activation, f"whiten_{activation}")(x)
+    for i, filters in enumerate((64, 256, 256), start=1):
+        x = conv_group(x, filters, name=f"group{i}", activation=activation)
+    x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    x = layers.Rescaling(1 / 9, name="head_scale")(x)  # airbench's scaling_factor, before the linear head
+    outputs = _classifier(x, num_classes, use_bias=False, kernel_initializer=_torch_uniform())
+    model = keras.Model(inputs, outputs, name="airbench94")
+    model.get_layer("whiten").kernel.trainable = False  # set from data, never trained; its bias trains
+    return model
 
 
 # --- homework transfer experiments ----------------------------------------------------------
