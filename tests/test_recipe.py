@@ -222,3 +222,26 @@ def test_the_speedrun_config_runs_an_epoch_and_reports_single_view_tta_and_time(
     assert metrics["test"]["tta"]["views"] == 6 and 0.1 < metrics["test"]["tta"]["accuracy"] <= 1
     assert metrics["time_to_tta_s"] > metrics["train_time_s"] > 0
     assert metrics["params"] == 1_971_640 + 2 * 2 * (64 + 256 + 256)
+
+
+def test_freeze_at_stops_a_layer_from_its_epoch_on():
+    import keras
+
+    from tfcnn.train import FreezeAt
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="first"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(32, 1)).astype("float32")
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: seen.append([np.array(w) for w in model.get_layer("first").weights]))
+    start = [np.array(w) for w in model.get_layer("first").weights]
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[FreezeAt("first", 1), record])
+    assert not np.allclose(start[0], seen[0][0])  # epoch 0 trained it
+    initial_trained = seen[0]
+    for later in seen[1:]:
+        for a, b in zip(initial_trained, later):
+            np.testing.assert_array_equal(a, b)  # frozen from epoch 1 (0-based) on
+    assert not model.get_layer("first").trainable and model.layers[1].trainable

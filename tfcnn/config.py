@@ -111,6 +111,9 @@ class Config:
                                   choices=HYPERPARAMETERS)
     bn_bias_lr: float = _field(1.0, "optimisation", "learning-rate multiplier for BatchNorm biases (airbench: 64; "
                                                     "SGD only)")
+    whiten_bias_lr: float = _field(1.0, "optimisation", "learning-rate multiplier for the 'whiten' layer's bias "
+                                                        "(airbench94: 1; airbench94_muon: 64, with the BatchNorm "
+                                                        "biases)")
     whiten_bias_epochs: typing.Optional[int] = _field(None, "optimisation", "the 'whiten' layer's bias trains for this "
                                                                             "many epochs, then stays (airbench: 3; "
                                                                             "none: always; SGD only)")
@@ -218,7 +221,8 @@ class Config:
         need(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}")
         need(list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
              f"--milestones must be increasing positive epochs, got {self.milestones}")
-        need(self.bn_bias_lr > 0, f"--bn-bias-lr must be positive, got {self.bn_bias_lr}")
+        need(self.bn_bias_lr > 0 and self.whiten_bias_lr > 0,
+             f"--bn-bias-lr and --whiten-bias-lr must be positive, got {self.bn_bias_lr} and {self.whiten_bias_lr}")
         need(self.whiten_bias_epochs is None or self.whiten_bias_epochs >= 0,
              f"--whiten-bias-epochs must be 0 or more, got {self.whiten_bias_epochs}")
         need(self.lookahead_every >= 0, f"--lookahead-every must be 0 (off) or a number of steps, got {self.lookahead_every}")
@@ -230,6 +234,7 @@ class Config:
              f"got {self.warmup_epochs}")
         recipe = [flag for flag, on in (("--hyperparameters decoupled", self.hyperparameters == "decoupled"),
                                         ("--bn-bias-lr", self.bn_bias_lr != 1.0),
+                                        ("--whiten-bias-lr", self.whiten_bias_lr != 1.0),
                                         ("--whiten-bias-epochs", self.whiten_bias_epochs is not None),
                                         ("--lookahead-every", self.lookahead_every > 0)) if on]
         need(not recipe or self.optimizer in ("sgd", "muon"),

@@ -4,9 +4,28 @@ TF executes exact GELU, x * Phi(x), as ~5 elementwise ops forward and ~10 backwa
 memory (and erf in bfloat16 per element); XLA fuses each direction into one vectorised loop. The
 rest of the graph stays on TF's oneDNN kernels: only these functions are compiled.
 """
+import contextlib
 import math
 
 import tensorflow as tf
+
+_compiled_inference = False
+
+
+@contextlib.contextmanager
+def compiled_inference():
+    """Inference graphs traced inside use these kernels too (tfcnn.train's timed TTA pass); outside, inference
+    and exports trace standard ops, which SavedModel, ONNX and TFLite take."""
+    global _compiled_inference
+    before, _compiled_inference = _compiled_inference, True
+    try:
+        yield
+    finally:
+        _compiled_inference = before
+
+
+def compiled_inference_on():
+    return _compiled_inference
 
 _SQRT_HALF = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)

@@ -309,14 +309,16 @@ class GELU(layers.Layer):
     In training on TensorFlow it runs as one XLA-compiled kernel forward and one backward
     (tfcnn.kernels.gelu) instead of TF's chain of elementwise ops, which cost about half of the
     airbench94 step (docs/RESULTS.md, "CIFAR-10 speedrun"). Inference and exports use keras.ops.gelu,
-    the same function, so SavedModel, ONNX and TFLite see standard ops.
+    the same function, so SavedModel, ONNX and TFLite see standard ops (tfcnn.kernels.compiled_inference
+    opts a timed inference pass in).
     """
 
     def call(self, inputs, training=None):
-        if training and keras.backend.backend() == "tensorflow":
+        if keras.backend.backend() == "tensorflow":
             from tfcnn import kernels
 
-            return kernels.gelu(inputs)
+            if training or kernels.compiled_inference_on():
+                return kernels.gelu(inputs)
         return keras.ops.gelu(inputs, approximate=False)
 
 

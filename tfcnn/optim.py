@@ -179,21 +179,23 @@ def newton_schulz(g, steps=3, eps=1e-7):
 
 def recipe_rules(model, config, steps_per_epoch):
     """RecipeSGD's per-variable rules from a Config: BatchNorm biases at --bn-bias-lr, the whitening layer's
-    bias trained for the first --whiten-bias-epochs only."""
+    bias at --whiten-bias-lr for the first --whiten-bias-epochs only."""
     rules = {}
     if config.bn_bias_lr != 1.0:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
                 rules[layer.beta.path] = [config.bn_bias_lr, None]
-    if config.whiten_bias_epochs is not None:
+    if config.whiten_bias_epochs is not None or config.whiten_bias_lr != 1.0:
         from tfcnn.initializers import WHITEN_LAYER
 
         try:
             layer = model.get_layer(WHITEN_LAYER)
         except ValueError:
-            raise TfcnnError(f"--whiten-bias-epochs needs a layer named {WHITEN_LAYER!r}; {model.name} has none") from None
+            raise TfcnnError(f"--whiten-bias-epochs and --whiten-bias-lr need a layer named {WHITEN_LAYER!r}; "
+                             f"{model.name} has none") from None
         if layer.bias is not None:
-            rules[layer.bias.path] = [1.0, config.whiten_bias_epochs * steps_per_epoch]
+            last = None if config.whiten_bias_epochs is None else config.whiten_bias_epochs * steps_per_epoch
+            rules[layer.bias.path] = [config.whiten_bias_lr, last]
     return rules
 
 
@@ -207,7 +209,7 @@ def decoupled_to_keras(config, global_batch):
 def uses_recipe_sgd(config):
     return config.optimizer == "muon" or (config.optimizer == "sgd" and (
         config.hyperparameters == "decoupled" or config.bn_bias_lr != 1.0 or config.lookahead_every > 0
-        or config.whiten_bias_epochs is not None))
+        or config.whiten_bias_epochs is not None or config.whiten_bias_lr != 1.0))
 
 
 def make_optimizer(config, steps_per_epoch, *, lr=None, epochs=None, decoupled_weight_decay=True, model=None,
