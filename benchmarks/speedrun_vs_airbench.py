@@ -38,9 +38,10 @@ def run_airbench(torch_python, precision, seed, data_dir):
             "tta_acc": result["tta_acc"]}
 
 
-def run_tfcnn(config, seed, workdir, extra):
+def run_tfcnn(config, seed, workdir, extra, data_dir):
     name = f"speedrun-bench-s{seed}"
     cmd = [sys.executable, "-m", "tfcnn.train", "--config", config, "--seed", str(seed), "--name", name,
+           "--data-dir", data_dir,
            "--runs-dir", str(workdir / "runs"), "--saved-models-dir", str(workdir / "saved_models"), "--overwrite",
            "--verbose", "0", *extra]
     start = time.perf_counter()
@@ -51,7 +52,8 @@ def run_tfcnn(config, seed, workdir, extra):
     metrics = json.loads((workdir / "runs" / name / "metrics.json").read_text())
     test = metrics["test"]
     return {"side": "tfcnn speedrun", "seed": seed, "time_s": metrics["time_to_tta_s"], "acc": test["accuracy"],
-            "tta_acc": test["tta"]["accuracy"], "process_s": round(process, 1)}
+            "tta_acc": test["tta"]["accuracy"], "process_s": round(process, 1), "epochs_s": metrics["train_time_s"],
+            "tta_s": test["tta"]["time_s"]}
 
 
 def summary(rows):
@@ -72,7 +74,8 @@ def main(argv=None):
                     help="python of the venv with torch and airbench (default .venv-torch/bin/python)")
     ap.add_argument("--data-dir", default=os.environ.get("TFCNN_DATA_DIR", str(REPO.parent / "shared" / "data")),
                     help="folder with cifar-10-python.tar.gz (default $TFCNN_DATA_DIR or ../shared/data)")
-    ap.add_argument("--json", help="also write every row and the summary to this file")
+    ap.add_argument("--json", help="write every run to this file as it finishes, and the summary at the end; an "
+                                   "interrupted invocation with the same file carries on where it stopped")
     args = ap.parse_args(argv)
     if not Path(args.torch_python).exists():
         raise SystemExit(f"no PyTorch interpreter at {args.torch_python}; create .venv-torch: python3 -m venv "
@@ -80,17 +83,30 @@ def main(argv=None):
     cpu = describe_cpu(cpu_info())
     print(cpu, flush=True)
     rows = []
+    if args.json and Path(args.json).exists():
+        # An interrupted invocation carries on: its finished runs are kept (same CPU only), the rest are run.
+        saved = json.loads(Path(args.json).read_text())
+        if saved.get("cpu") != cpu:
+            raise SystemExit(f"{args.json} holds runs of another CPU ({saved.get('cpu')}); name another --json")
+        rows = saved["rows"]
+        print(f"resuming: {len(rows)} runs already in {args.json}", flush=True)
+    done = {(r["side"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="speedrun-bench-") as tmp:
         for i, seed in enumerate(args.seeds):
             sides = [("airbench", p) for p in args.airbench_precision] + [("tfcnn", None)]
             for side, precision in (sides if i % 2 == 0 else sides[::-1]):
+                label = f"airbench94 ({precision})" if side == "airbench" else "tfcnn speedrun"
+                if (label, seed) in done:
+                    continue
                 if side == "airbench":
                     row = run_airbench(args.torch_python, precision, seed, args.data_dir)
                 else:
-                    row = run_tfcnn(args.config, seed, Path(tmp), args.tfcnn_arg)
+                    row = run_tfcnn(args.config, seed, Path(tmp), args.tfcnn_arg, args.data_dir)
                 rows.append(row)
                 print(f"  {row['side']:26} seed {seed}: {row['time_s']:7.1f} s  single view {row['acc']:.4f}  "
                       f"TTA {row['tta_acc']:.4f}", flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=2) + "\n")
     sides = {}
     for row in rows:
         sides.setdefault(row["side"], []).append(row)
