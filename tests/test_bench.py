@@ -118,7 +118,7 @@ def test_bad_arch_from_a_real_process():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: unknown --arch 'resnet50'; choose one of "
-                                   "cifar_cnn, lenet5, mobilenet_v2, pooled, resnet, two_conv")
+                                   "airbench94, cifar_cnn, lenet5, mobilenet_v2, pooled, resnet, two_conv")
 
 
 def _tree(folder):

@@ -66,7 +66,7 @@ def _fresh_keras():
 
 
 def test_registry_lists_every_builder():
-    assert models.available() == ["cifar_cnn", "lenet5", "mobilenet_v2", "pooled", "resnet",
+    assert models.available() == ["airbench94", "cifar_cnn", "lenet5", "mobilenet_v2", "pooled", "resnet",
                                   "two_conv"]
     assert all(models.MODELS[name].__name__ == name for name in models.available())
 
@@ -221,7 +221,7 @@ def test_builds_under_a_distribution_strategy():
 
 
 @pytest.mark.parametrize("arch,options,message", [
-    ("nosuch", {}, "unknown architecture 'nosuch'; available: cifar_cnn"),
+    ("nosuch", {}, "unknown architecture 'nosuch'; available: airbench94, cifar_cnn"),
     ("resnet", {"width": 10}, "resnet has no option 'width'"),
     ("resnet", {"stack_n": 0}, "stack_n must be an integer >= 1"),
     ("resnet", {"stack_n": 2.5}, "stack_n must be an integer"),
@@ -335,7 +335,7 @@ def test_cli_subprocess_json_and_unknown_arch():
     out, err = unknown_run.communicate(timeout=120)
     assert unknown_run.returncode == 2 and out == ""
     assert _without_tf_startup_logs(err) == [
-        "error: unknown architecture 'nosuch'; available: cifar_cnn, lenet5, mobilenet_v2, "
+        "error: unknown architecture 'nosuch'; available: airbench94, cifar_cnn, lenet5, mobilenet_v2, "
         "pooled, resnet, two_conv"]
 
 
