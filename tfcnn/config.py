@@ -188,13 +188,6 @@ class Config:
                 raise TfcnnError(message)
 
         need(self.arch in models.available(), f"unknown --arch {self.arch!r}; choose one of {', '.join(models.available())}")
-        need(self.optimizer in OPTIMIZERS, f"unknown --optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        need(self.schedule in SCHEDULES, f"unknown --schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        need(self.class_weight in CLASS_WEIGHTS,
-             f"unknown --class-weight {self.class_weight!r}; choose one of {', '.join(CLASS_WEIGHTS)}")
-        need(self.strategy in STRATEGIES, f"unknown --strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        need(self.mixed_precision in PRECISIONS,
-             f"unknown --mixed-precision {self.mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
         for name, field in _FIELDS.items():  # every field with choices, from its metadata
             choices = field.metadata.get("choices")
             value = getattr(self, name)
@@ -206,8 +199,6 @@ class Config:
         need(self.fine_tune_epochs >= 0, f"--fine-tune-epochs must be 0 or more, got {self.fine_tune_epochs}")
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        need(self.checkpoint in CHECKPOINTS,
-             f"unknown --checkpoint {self.checkpoint!r}; choose one of {', '.join(CHECKPOINTS)}")
         need(self.val_fraction > 0 or self.checkpoint == "last",
              "--val-fraction 0 leaves no validation split to choose the best checkpoint on; add --checkpoint last "
              "(keep the last epoch's weights) or hold out a share, e.g. --val-fraction 0.1")
