@@ -4,6 +4,7 @@
 """
 import os
 import sys
+import weakref
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +33,27 @@ def tta_views(images, tta):
     return views
 
 
+_FORWARDS = weakref.WeakKeyDictionary()  # model -> {(compiled GELU, bfloat16 graph pass): its traced forward pass}
+
+
+def forward(model, images, batch_size=256):
+    """The model's outputs for float32 NHWC images, batch by batch through one traced call per model. On 2 cores
+    Keras' model.predict took about twice as long for the same batches (docs/RESULTS.md, "CIFAR-10 speedrun")."""
+    import tensorflow as tf
+
+    from tfcnn import kernels
+
+    calls = _FORWARDS.setdefault(model, {})
+    # Both are fixed when a call is traced: the GELU kernels, and whether TF's oneDNN pass rewrites it to bfloat16.
+    key = (kernels.compiled_inference_on(),
+           bool(tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16")))
+    if key not in calls:
+        calls[key] = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    call = calls[key]
+    return np.concatenate([np.asarray(call(tf.constant(images[i:i + batch_size])))
+                           for i in range(0, len(images), batch_size)])
+
+
 def predict_proba(model, images, batch_size=256, tta="none"):
     """Class probabilities for uint8/float images on the raw 0-255 scale (models normalise inside).
     tta "flip": the mean of the probabilities of each image and its mirror image (NHWC, left-right), the
@@ -42,12 +64,12 @@ def predict_proba(model, images, batch_size=256, tta="none"):
         raise TfcnnError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA)}")
     images = np.asarray(images, dtype="float32")
     if tta != "flip-translate":
-        probs = model.predict(images, batch_size=batch_size, verbose=0)
+        probs = forward(model, images, batch_size)
         if tta == "flip":
-            probs = (probs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+            probs = (probs + forward(model, np.ascontiguousarray(images[:, :, ::-1]), batch_size)) / 2
         return probs
-    log_probs = sum(weight * np.log(np.maximum(model.predict(np.ascontiguousarray(view), batch_size=batch_size,
-                                                             verbose=0).astype("float64"), 1e-300))
+    log_probs = sum(weight * np.log(np.maximum(forward(model, np.ascontiguousarray(view), batch_size)
+                                               .astype("float64"), 1e-300))
                     for weight, view in tta_views(images, tta))
     log_probs -= log_probs.max(axis=1, keepdims=True)
     probs = np.exp(log_probs)

@@ -525,7 +525,6 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
         tta_time = time.perf_counter() - tta_start
         tta = {"views": evaluate.TTA_VIEWS[config.tta], "kind": config.tta, "precision": precision,
                "time_s": round(tta_time, 2), **{k: tta_metrics["test"][k] for k in ("accuracy", "f1_macro", "loss")}}
-        plain.make_predict_function(force=True)  # the float32 graph below is a new trace
     # Test metrics come from the float32 model that is saved and exported (and that
     # `python -m tfcnn.evaluate` reproduces), not from its bfloat16 rewrite.
     _set_onednn_bfloat16(False)
