@@ -230,12 +230,12 @@ class Config:
                                         ("--lookahead-every", self.lookahead_every > 0)) if on]
         need(not recipe or self.optimizer in ("sgd", "muon"),
              f"{', '.join(recipe)} work with --optimizer sgd or muon (airbench's recipe), not {self.optimizer}")
-        need(self.optimizer != "muon" or self.strategy in ("auto", "default"),
-             f"--optimizer muon runs on one device; drop --strategy {self.strategy}")
         need(self.muon_lr > 0 and 0 <= self.muon_momentum < 1,
              f"--muon-lr must be positive and --muon-momentum in [0, 1), got {self.muon_lr} and {self.muon_momentum}")
-        need(not recipe or self.strategy in ("auto", "default"),
-             f"{', '.join(recipe)} run on one device; drop --strategy {self.strategy}")
+        one_device = recipe + ["--optimizer muon"] * (self.optimizer == "muon")
+        need(not one_device or self.strategy in ("auto", "default"),
+             f"{', '.join(one_device)} run{'s' if len(one_device) == 1 else ''} on one device; "
+             f"drop --strategy {self.strategy}")
         need(not (self.lookahead_every and self.ema), "--lookahead-every and --ema both average the weights; pick one")
         need(self.cpu_devices >= 1, f"--cpu-devices must be at least 1, got {self.cpu_devices}")
         need(self.peer_timeout > 0, f"--peer-timeout must be positive (seconds), got {self.peer_timeout}")

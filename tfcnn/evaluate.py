@@ -12,10 +12,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from tfcnn import runfiles
+from tfcnn.config import TTAS
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 
-TTA = ("none", "flip", "flip-translate")
+TTA = TTAS  # the choices of Config.tta
 TTA_VIEWS = {"none": 1, "flip": 2, "flip-translate": 6}
 
 
