@@ -166,6 +166,39 @@ def test_lookahead_is_exact_on_a_toy_model():
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_muon_step_is_airbench94_muons_on_a_conv_kernel():
+    """Two Muon steps on a 3x3 conv kernel against airbench94_muon.py's Muon written out in numpy, in PyTorch's
+    (out, in, kh, kw) layout: Nesterov buffer, weight renormalised to sqrt(out), 3 Newton-Schulz steps."""
+    import keras
+
+    from tfcnn.optim import RecipeSGD
+
+    def newton_schulz(g, steps=3, eps=1e-7):
+        x = g / (np.linalg.norm(g) + eps)
+        tall = x.shape[0] > x.shape[1]
+        x = x.T if tall else x
+        for _ in range(steps):
+            gram = x @ x.T
+            x = 3.4445 * x + (-4.7750 * gram + 2.0315 * gram @ gram) @ x
+        return x.T if tall else x
+
+    rng = np.random.default_rng(0)
+    kernel = keras.Variable(rng.normal(size=(3, 3, 4, 6)).astype("float32"))
+    lr, momentum = 0.24, 0.6
+    optimizer = RecipeSGD(0.1, momentum=momentum, nesterov=True, muon_lr=lr, muon_momentum=momentum)
+    weight = kernel.numpy().transpose(3, 2, 0, 1).astype("float64")  # PyTorch's layout
+    buffer = np.zeros_like(weight)
+    for _ in range(2):
+        grad = rng.normal(size=(3, 3, 4, 6)).astype("float32")
+        optimizer.apply_gradients([(grad, kernel)])
+        g = grad.transpose(3, 2, 0, 1).astype("float64")
+        buffer = momentum * buffer + g
+        g = g + momentum * buffer
+        weight = weight * (len(weight) ** 0.5 / np.linalg.norm(weight))
+        weight = weight - lr * newton_schulz(g.reshape(len(g), -1)).reshape(g.shape)
+        np.testing.assert_allclose(kernel.numpy(), weight.transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-5)
+
+
 def test_bn_bias_rate_and_a_bias_that_stops_training():
     import keras
 
