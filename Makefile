@@ -5,7 +5,7 @@ SHARED_DATA := $(wildcard ../shared/data)
 export TFCNN_DATA_DIR ?= $(if $(SHARED_DATA),$(abspath $(SHARED_DATA)),$(CURDIR)/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test venv
+.PHONY: demo test lint venv
 venv: .venv/.installed
 
 .venv/.installed: requirements.txt pyproject.toml
@@ -17,5 +17,9 @@ venv: .venv/.installed
 demo: .venv/.installed
 	$(PY) -m tfcnn.train --config configs/lenet5_mnist_demo.yaml
 
-test: .venv/.installed
+# Lint first: the rules are [tool.ruff.lint] in pyproject.toml.
+lint: .venv/.installed
+	$(PY) -m ruff check tfcnn tests benchmarks
+
+test: lint
 	$(PY) -m pytest -q
