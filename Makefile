@@ -23,8 +23,8 @@ demo: .venv/.installed
 	$(PY) -m pip install -q -e '.[notebooks]'
 	touch $@
 
-notebooks: .venv/.notebooks
-	$(PY) -m jupyter lab notebooks/
+notebooks: .venv/.notebooks  # --allow-root: containers run as root (a no-op for other users)
+	$(PY) -m jupyter lab notebooks/ --allow-root
 
 # Lint first: the rules are [tool.ruff.lint] in pyproject.toml.
 lint: .venv/.installed
