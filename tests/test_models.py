@@ -388,5 +388,5 @@ def test_fused_batch_norm_matches_keras_batch_norm(policy):
 def test_resnet_and_mobilenet_use_the_fused_batch_norm():
     for arch, opts in (("resnet", {"stack_n": 1}), ("mobilenet_v2", {"alpha": 0.35})):
         model = models.build(arch, (32, 32, 3), 10, **opts)
-        norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-        assert norms and all(isinstance(l, models.FusedBatchNormalization) for l in norms), arch
+        norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and all(isinstance(norm, models.FusedBatchNormalization) for norm in norms), arch

@@ -128,7 +128,7 @@ def test_killed_worker_restarted_with_the_same_command_resumes_to_the_same_resul
 
     restarted = _workers(args, addresses)
     outs = [proc.communicate(timeout=300) for proc in restarted]
-    for proc, (out, err) in zip(restarted, outs):
+    for proc, (_, err) in zip(restarted, outs):
         assert proc.returncode == 0, err[-3000:]
     assert "resuming train of killed after epoch 1/2" in outs[0][0]
     a = json.loads((tmp / "runs" / "killed" / "metrics.json").read_text())

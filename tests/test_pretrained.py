@@ -67,7 +67,7 @@ def test_a_flipped_byte_is_one_line_naming_the_file(tmp_path, monkeypatch):
     blob = bytearray(weights.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     weights.write_bytes(bytes(blob))
-    env = {**os.environ, "TFCNN_PRETRAINED_DIR": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TFCNN_MODELS_DIR": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
     for module in ("tfcnn.evaluate", "tfcnn.predict"):
         args = ["--model", "pretrained:lenet5-mnist"] + (["--dataset", "mnist"] if module == "tfcnn.evaluate"
                                                          else [str(folder / "MODEL_CARD.md")])
@@ -76,16 +76,32 @@ def test_a_flipped_byte_is_one_line_naming_the_file(tmp_path, monkeypatch):
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and str(weights) in lines[0] and "sha256" in lines[0], lines
-    monkeypatch.setenv("TFCNN_PRETRAINED_DIR", str(tmp_path))
+    monkeypatch.setenv("TFCNN_MODELS_DIR", str(tmp_path))
     (folder / "model.keras").write_bytes((folder / "model.keras").read_bytes()[:1000])  # truncated
     with pytest.raises(TfcnnError, match=r"model.keras does not match its sha256"):
         pretrained.resolve("pretrained:lenet5-mnist")
 
 
-def test_unknown_name_lists_the_shipped_ones():
-    with pytest.raises(TfcnnError, match=r"no shipped model 'nope'; shipped: .*lenet5-mnist"):
+def test_unknown_name_lists_the_shipped_ones_and_where_it_looked():
+    with pytest.raises(TfcnnError, match=r"no shipped model 'nope'; shipped: .*lenet5-mnist") as error:
         pretrained.resolve("pretrained:nope")
+    assert f"looked in {pretrained.SHIPPED_DIR / pretrained.MANIFEST_FILE}" in str(error.value)
     assert pretrained.resolve("saved_models/x") == "saved_models/x"  # plain paths pass through
+
+
+def test_models_folder_comes_from_TFCNN_MODELS_DIR(tmp_path, monkeypatch):
+    """An installed package has no saved_models/ beside it: the variable points it at one."""
+    _copy_shipped(tmp_path, "lenet5-mnist")
+    monkeypatch.setenv("TFCNN_MODELS_DIR", str(tmp_path))
+    assert pretrained.resolve("pretrained:lenet5-mnist") == str(tmp_path / "lenet5-mnist")
+    empty = tmp_path / "nothing-here"
+    monkeypatch.setenv("TFCNN_MODELS_DIR", str(empty))
+    with pytest.raises(TfcnnError) as error:
+        pretrained.resolve("pretrained:lenet5-mnist")
+    assert str(error.value) == (f"no shipped model 'lenet5-mnist'; shipped: none (looked in {empty / 'MANIFEST.json'}; "
+                                "python -m tfcnn.models --pretrained lists them, TFCNN_MODELS_DIR sets the folder)")
+    assert pretrained.listing() == [f"no shipped models ({empty / 'MANIFEST.json'} lists none; "
+                                    "TFCNN_MODELS_DIR sets the folder)"]
 
 
 def test_models_cli_lists_the_shipped_models():

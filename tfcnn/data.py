@@ -30,6 +30,7 @@ import pickle
 import sys
 import tarfile
 import tempfile
+import typing
 import urllib.request
 import zipfile
 import zlib
@@ -37,6 +38,9 @@ import zlib
 import numpy as np
 
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+
+if typing.TYPE_CHECKING:  # annotations only: loading a dataset does not import TensorFlow
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 

@@ -693,7 +693,10 @@ def linear_baseline(dataset="notmnist", data_dir=None, *, limit_train=None, seed
         keep = np.random.default_rng(seed).choice(len(y), limit_train, replace=False)
         x, y = x[keep], y[keep]
     mean, std = data.normalization_stats(x)
-    flat = lambda images: ((images.astype("float32") - mean) / np.where(std > 0, std, 1)).reshape(len(images), -1)
+
+    def flat(images):
+        return ((images.astype("float32") - mean) / np.where(std > 0, std, 1)).reshape(len(images), -1)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported as `converged` instead
         clf = LogisticRegression(max_iter=max_iter).fit(flat(x), y)

@@ -7,6 +7,7 @@
 saved_models/MANIFEST.json lists each shipped model with the sha256 of every file in its folder and
 the figures its MODEL_CARD.md claims. `resolve("pretrained:NAME")` checks those checksums before a
 model is used, so a changed or truncated file is one clear error, never a silently different model.
+$TFCNN_MODELS_DIR names another models folder (one holding MANIFEST.json), e.g. for an installed package.
 This module imports no TensorFlow (only `ship` does, lazily).
 """
 import json
@@ -43,7 +44,8 @@ DATA_SOURCES["cifar10_reptiles"] = (DATA_SOURCES["cifar10"] + " Plus the 5 repti
 
 
 def shipped_dir():
-    return Path(os.environ.get("TFCNN_PRETRAINED_DIR") or SHIPPED_DIR)
+    """$TFCNN_MODELS_DIR, else the repository's saved_models/."""
+    return Path(os.environ.get("TFCNN_MODELS_DIR") or SHIPPED_DIR)
 
 
 def manifest():
@@ -68,7 +70,8 @@ def verify(name):
     models = manifest()["models"]
     if name not in models:
         shipped = ", ".join(models) or "none"
-        raise TfcnnError(f"no shipped model {name!r}; shipped: {shipped} (python -m tfcnn.models --pretrained)")
+        raise TfcnnError(f"no shipped model {name!r}; shipped: {shipped} (looked in {shipped_dir() / MANIFEST_FILE}; "
+                         "python -m tfcnn.models --pretrained lists them, TFCNN_MODELS_DIR sets the folder)")
     folder = shipped_dir() / name
     for rel, expected in models[name]["files"].items():
         path = folder / rel
@@ -95,7 +98,7 @@ def listing():
         t = entry["test"]
         rows.append(f"{PREFIX}{name:38} {entry['arch']:12} {entry['dataset']:24} test accuracy {t['accuracy']:.4f}, "
                     f"macro F1 {t['f1_macro']:.4f} ({entry['params']:,} parameters)")
-    return rows or ["no shipped models (saved_models/MANIFEST.json lists none)"]
+    return rows or [f"no shipped models ({shipped_dir() / MANIFEST_FILE} lists none; TFCNN_MODELS_DIR sets the folder)"]
 
 
 # ---------------------------------------------------------------- shipping a finished run
