@@ -127,12 +127,9 @@ def _config(arch, dataset, batch_size, data_dir, overrides, model_options):
 def _trainer_model(config, pipes, num_classes, steps_per_epoch, compile_options=None):
     """The model and compile train_and_evaluate builds (optionally recompiled with extra options)."""
     from tfcnn import train
-    from tfcnn.optim import make_optimizer
 
-    model, _, _ = train._build_model(config, pipes, num_classes)
-    decoupled = config.arch != "resnet" or bool(config.init_from)
-    train._compile(model, config, make_optimizer(config, steps_per_epoch, decoupled_weight_decay=decoupled),
-                   num_classes)
+    model, plain, _ = train.build_model(config, pipes, num_classes)
+    train.compile_model(model, plain, config, steps_per_epoch)
     if compile_options:  # experiments only (benchmarks/ablation.py): same optimizer and loss
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], **compile_options)
     return model
@@ -146,15 +143,17 @@ class _Spec:
         self.num_classes = num_classes
 
 
-def _synthetic_batches(spec, batch_size, one_hot, batches=SYNTHETIC_BATCHES, seed=0):
-    """`batches` distinct random batches (raw 0-255 pixels) held in memory, cycled forever."""
+def _synthetic_batches(spec, batch_size, one_hot, batches=SYNTHETIC_BATCHES, seed=0, weighted=False):
+    """`batches` distinct random batches (raw 0-255 pixels) held in memory, cycled forever; `weighted` adds
+    per-image loss weights (as the pipeline's with --class-weight)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (batches, batch_size, *spec.image_shape)).astype(np.float32)
     y = rng.integers(0, spec.num_classes, (batches, batch_size)).astype(np.int32)
     y = np.eye(spec.num_classes, dtype=np.float32)[y] if one_hot else y
-    return tf.data.Dataset.from_tensor_slices((x, y)).cache().repeat()
+    w = rng.uniform(0.5, 2, (batches, batch_size)).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices((x, y, w) if weighted else (x, y)).cache().repeat()
 
 
 def _rates(marks, batch_size, warmup):
@@ -190,41 +189,43 @@ def _measure(model, batches, total_steps, batch_size, warmup):
 
 
 class _Session:
-    """Loads data once; each `run(source, device)` builds a fresh model and times it: (window, median-step) images/s."""
+    """Loads data once; each `run(source, device)` builds a fresh model and times it: (window, median-step) images/s.
+    Data, pipelines, model and compile come from the trainer's own functions (tfcnn.train), so "pipeline" times
+    what a run of the same Config trains (its augmentation, cutout and class weights included)."""
 
     def __init__(self, arch, dataset, *, batch_size, data_dir=None, config_overrides=None, compile_options=None,
                  **model_options):
-        from tfcnn import data
-        from tfcnn.train import configure_runtime
+        from tfcnn import train
 
         self.config = _config(arch, dataset, batch_size, data_dir, config_overrides, model_options)
-        _, self.precision = configure_runtime(self.config)  # returns (strategy, precision)
+        _, self.precision = train.configure_runtime(self.config)  # returns (strategy, precision)
         self.batch_size = batch_size
         self.compile_options = compile_options
-        cfg = self.config
-        ds = data.load(cfg.dataset, cfg.data_dir, classes=cfg.classes)
-        self.pipes = data.make_pipelines(ds, batch_size=batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                         augment=cfg.augment, limit_train=cfg.limit_train,
-                                         limit_test=cfg.limit_test, one_hot=cfg.label_smoothing > 0)
+        ds = train.load_data(self.config)
+        self.pipes = train.make_pipelines(self.config, ds)
         self.num_classes = ds.num_classes
         self.steps_per_epoch = math.ceil(self.pipes.train_size / batch_size)
 
+    def batches(self, source, total):
+        """`total` train batches of `source`: "pipeline" the run's own (its first epochs, as train_and_evaluate
+        feeds model.fit), else in-memory random batches of the same structure."""
+        from tfcnn import data
+
+        if source == "pipeline":
+            return data.train_epochs(self.pipes, epochs=math.ceil(total / self.steps_per_epoch), seed=self.config.seed)
+        spec = _Spec(self.pipes.image_shape, self.num_classes, self.pipes.mean, self.pipes.std, self.pipes.train_size)
+        return _synthetic_batches(spec, self.batch_size, self.config.label_smoothing > 0,
+                                  batches=1 if source == "one_batch" else SYNTHETIC_BATCHES,
+                                  weighted=len(self.pipes.train.element_spec) == 3)
+
     def run(self, source, steps, device=None, warmup=WARMUP_STEPS):
         import tensorflow as tf
-        from tfcnn.data import train_epochs
 
         total = warmup + steps
         with tf.device(device) if device else _nullcontext():
             model = _trainer_model(self.config, self.pipes, self.num_classes, self.steps_per_epoch,
                                    self.compile_options)
-            if source == "pipeline":
-                epochs = math.ceil(total / self.steps_per_epoch)
-                batches = train_epochs(self.pipes, epochs=epochs, seed=self.config.seed)
-            else:
-                spec = _Spec(self.pipes.image_shape, self.num_classes, self.pipes.mean, self.pipes.std,
-                             self.pipes.train_size)
-                batches = _synthetic_batches(spec, self.batch_size, self.config.label_smoothing > 0,
-                                             batches=1 if source == "one_batch" else SYNTHETIC_BATCHES)
+            batches = self.batches(source, total)
             window, median, self.cpu_ms_per_image = _measure(model, batches, total, self.batch_size, warmup)
         keras.backend.clear_session()
         return window, median

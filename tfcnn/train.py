@@ -292,12 +292,28 @@ class CallProgbar(keras.callbacks.ProgbarLogger):
         super().on_train_batch_end(min(batch, self.target - 1) if self.target else batch, logs)
 
 
-def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, chief, extra_callbacks=()):
+@dataclasses.dataclass
+class RunContext:
+    """What every stage of one run shares."""
+
+    config: config_lib.Config
+    pipes: object  # tfcnn.data.Pipelines
+    run_dir: Path
+    strategy: object  # tf.distribute.Strategy
+    chief: bool  # this worker writes the run's files
+    steps: int  # train batches per epoch
+    callbacks: tuple = ()  # the caller's extra Keras callbacks, after tfcnn's own
+
+
+def _fit_stage(model, run, stage, epochs):
     """One training stage, resumed after its last finished epoch: model.fit on one device, the distributed
     EpochLoop under a tf.distribute strategy (Keras 3.15's fit cannot run under MultiWorkerMirroredStrategy,
     keras-team/keras#20585)."""
     from tfcnn import checkpoints, distributed
     from tfcnn.data import train_epochs
+
+    config, pipes, run_dir, strategy, chief, steps = (run.config, run.pipes, run.run_dir, run.strategy, run.chief,
+                                                      run.steps)
 
     backup = run_dir / f"backup_{stage}"
     done = run_dir / f"{stage}.done"
@@ -320,7 +336,7 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
     if initial_epoch < epochs:
         callbacks, last = _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=loop is None,
                                           validation=pipes.val is not None)
-        callbacks += [*extra_callbacks, *last]
+        callbacks += [*run.callbacks, *last]
         if loop is None and model.steps_per_execution > 1:
             feed = EpochFeed(pipes, config.seed, steps)
             train, steps_per_epoch, callbacks = feed.dataset, None, [feed, *callbacks, CallProgbar()]
@@ -357,18 +373,38 @@ def _custom_loop(strategy):
     return isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
 
 
-def _compile(model, config, optimizer, num_classes, steps_per_execution=None):
-    """`steps_per_execution`: None takes the config's (tfcnn.bench compiles as the trainer does)."""
-    if steps_per_execution is None:
-        steps_per_execution = config.steps_per_execution
-    if config.label_smoothing > 0:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=steps_per_execution)
+# ---------------------------------------------------------------- what a run trains
+# The one door to a run's data, model and compile: train_and_evaluate (both loops), tfcnn.bench and the
+# benchmarks build through these, so a benchmark times exactly what a run trains.
+
+def decoupled_weight_decay(config):
+    """Whether weight decay is the optimizer's (decoupled) rather than L2 in the model: ResNet carries it as L2
+    in its layers (the lab's choice); other archs, and any model fine-tuned from a saved one, decay in the
+    optimizer."""
+    return config.arch != "resnet" or bool(config.init_from)
 
 
-def _build_model(config, pipes, num_classes):
+def load_data(config):
+    """The run's dataset (tfcnn.data.load of config.dataset and config.classes)."""
+    from tfcnn import data
+
+    return data.load(config.dataset, config.data_dir, classes=config.classes)
+
+
+def make_pipelines(config, ds, global_batch=None):
+    """The run's tf.data pipelines of `ds`, batched at `global_batch` (default config.batch_size: one replica)."""
+    from tfcnn import data
+
+    return data.make_pipelines(ds, batch_size=global_batch or config.batch_size, val_fraction=config.val_fraction,
+                               seed=config.seed, augment=config.augment, limit_train=config.limit_train,
+                               limit_test=config.limit_test, one_hot=config.label_smoothing > 0, cutout=config.cutout,
+                               class_weight=config.class_weight, flip=config.flip, translate=config.translate,
+                               pad_mode=config.pad_mode)
+
+
+def build_model(config, pipes, num_classes):
+    """(model to train, plain model, frozen layer names): the new or fine-tuned network; under SAM the model to
+    train wraps the plain one, which is what is saved."""
     from tfcnn import models, transfer
     from tfcnn.evaluate import load_model
     from tfcnn.optim import with_sam
@@ -389,6 +425,25 @@ def _build_model(config, pipes, num_classes):
         sam = with_sam(model, config.sam_rho)
         return sam, model, frozen
     return model, model, frozen
+
+
+def compile_model(model, plain, config, steps_per_epoch, *, global_batch=None, steps_per_execution=None, lr=None,
+                  epochs=None):
+    """Compile `model` (build_model's first) with the config's optimizer, loss and accuracy. `plain`: build_model's
+    second (the airbench recipe's optimizer reads its layers); `lr` / `epochs`: a stage's own (fine-tuning);
+    `steps_per_execution`: None takes the config's."""
+    from tfcnn.optim import make_optimizer
+
+    optimizer = make_optimizer(config, steps_per_epoch, lr=lr, epochs=epochs,
+                               decoupled_weight_decay=decoupled_weight_decay(config), model=plain,
+                               global_batch=global_batch or config.batch_size)
+    if config.label_smoothing > 0:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"],
+                  steps_per_execution=config.steps_per_execution if steps_per_execution is None
+                  else steps_per_execution)
 
 
 def _data_driven_init(model, config, pipes):
@@ -434,17 +489,13 @@ def train_and_evaluate(config, callbacks=()):
 
 def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
     """train_and_evaluate, holding the run folder's lock."""
-    from tfcnn import data, distributed, transfer
-    from tfcnn.optim import make_optimizer, with_sam
+    from tfcnn import distributed, transfer
+    from tfcnn.optim import with_sam
 
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
-    ds = data.load(config.dataset, config.data_dir, classes=config.classes)
-    pipes = data.make_pipelines(ds, batch_size=global_batch, val_fraction=config.val_fraction, seed=config.seed,
-                                augment=config.augment, limit_train=config.limit_train, limit_test=config.limit_test,
-                                one_hot=config.label_smoothing > 0, cutout=config.cutout,
-                                class_weight=config.class_weight, flip=config.flip, translate=config.translate,
-                                pad_mode=config.pad_mode)
+    ds = load_data(config)
+    pipes = make_pipelines(config, ds, global_batch)
     if pipes.val_size == 0 and config.checkpoint == "best":
         raise TfcnnError("the validation split is empty; the best checkpoint is chosen on it, so use --val-fraction > 0 "
                          "or --checkpoint last")
@@ -452,11 +503,9 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
     per_call = 1 if _custom_loop(strategy) else config.steps_per_execution  # EpochLoop calls train_step per batch
     start = time.perf_counter()  # the speedrun's clock (airbench's): data-driven init, epochs and the TTA pass
     with strategy.scope():
-        model, plain, frozen = _build_model(config, pipes, ds.num_classes)
-        decoupled = config.arch != "resnet" or bool(config.init_from)
-        _compile(model, config, make_optimizer(config, steps, decoupled_weight_decay=decoupled, model=plain,
-                                               global_batch=global_batch), ds.num_classes,
-                 steps_per_execution=per_call)
+        model, plain, frozen = build_model(config, pipes, ds.num_classes)
+        compile_model(model, plain, config, steps, global_batch=global_batch, steps_per_execution=per_call)
+    run = RunContext(config, pipes, run_dir, strategy, chief, steps, tuple(callbacks))
     saved_dir = Path(config.saved_models_dir) / config.name
     with _full_disk_stops_the_run(run_dir, plain, (run_dir, saved_dir)):
         _prepare_run_dir(config, run_dir)
@@ -473,7 +522,7 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
             print(f"frozen {len(frozen)} layers: {', '.join(frozen[:6])}{', ...' if len(frozen) > 6 else ''}",
                   flush=True)
 
-        _fit_stage(model, config, pipes, run_dir, "train", config.epochs, steps, strategy, chief, callbacks)
+        _fit_stage(model, run, "train", config.epochs)
         if config.fine_tune_epochs:
             # Second stage: everything but BatchNorm trains, at a lower rate, from the stage-1 best weights
             # (the chief's: other workers get them from it when the stage starts).
@@ -483,11 +532,9 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
                 transfer.unfreeze_for_fine_tuning(plain)
                 model = with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
                 lr = config.fine_tune_lr or config.lr / 10
-                _compile(model, config, make_optimizer(config, steps, lr=lr, epochs=config.fine_tune_epochs,
-                                                       decoupled_weight_decay=decoupled), ds.num_classes,
-                         steps_per_execution=per_call)
-            _fit_stage(model, config, pipes, run_dir, "fine_tune", config.fine_tune_epochs, steps, strategy, chief,
-                       callbacks)
+                compile_model(model, plain, config, steps, global_batch=global_batch, steps_per_execution=per_call,
+                              lr=lr, epochs=config.fine_tune_epochs)
+            _fit_stage(model, run, "fine_tune", config.fine_tune_epochs)
         wall = time.perf_counter() - start
         if distributed.is_multi_worker(strategy):
             # Workers apply the same all-reduced gradients to the same weights: their copies must be bit-identical.
@@ -498,18 +545,20 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
                 distributed.barrier(strategy)  # stay in the cluster until the chief has written the run
             return None
 
-        metrics = _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, wall=wall,
-                                     precision=precision, replicas=replicas, frozen=frozen)
+        metrics = _evaluate_and_save(run, plain, ds, saved_dir, wall=wall, precision=precision, frozen=frozen)
     with distributed.peers_required(strategy):
         distributed.barrier(strategy)
     return metrics
 
 
-def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *, wall, precision, replicas, frozen):
+def _evaluate_and_save(run, plain, ds, saved_dir, *, wall, precision, frozen):
     """Evaluate the best checkpoint on test; write the report, figures, model.keras, the SavedModel and,
     last, metrics.json (which marks the run finished: the same command then stops at once, so every other
     file must be whole before it exists). Returns the metrics."""
     from tfcnn import distributed, evaluate, export
+
+    config, pipes, strategy, run_dir = run.config, run.pipes, run.strategy, run.run_dir
+    replicas = strategy.num_replicas_in_sync
 
     tta = None
     if config.tta != "none":
