@@ -97,6 +97,63 @@ def test_time_training_api(shared_data):
     assert result["epoch_time_s"] == pytest.approx(54000 / result["images_per_s"], rel=0.01)
 
 
+class _Trained(Exception):
+    """Stops a run where its first stage would start training."""
+
+
+@pytest.mark.parametrize("settings", [
+    # lenet5: Adam with decoupled weight decay (AdamW); shift augmentation + cutout, class weights, one-hot labels.
+    dict(arch="lenet5", dataset="mnist", weight_decay=5e-4, cutout=8, class_weight="balanced", label_smoothing=0.1),
+    # resnet: its decay is L2 in the model, none in the optimizer; crop + flip, alternating flip, reflect padding.
+    dict(arch="resnet", stack_n=1, dataset="cifar10", cutout=12, flip="alternate", translate=2, pad_mode="reflect",
+         lr=0.2, schedule="cosine", warmup_epochs=1),
+], ids=["lenet5", "resnet"])
+def test_bench_times_what_a_run_trains(tmp_path, shared_data, monkeypatch, settings):
+    """The bench's pipeline, model and compile are the trainer's: same batches (augmentation, cutout and class
+    weights included), same element spec, same optimizer settings and loss."""
+    from tfcnn import config, data, train
+
+    settings = dict(settings, batch_size=32, limit_train=96, limit_test=64, epochs=3, data_dir=str(shared_data))
+    seen = {}
+
+    def first_stage(model, run, stage, epochs):
+        seen.update(model=model, pipes=run.pipes, steps=run.steps)
+        raise _Trained
+
+    monkeypatch.setattr(train, "_fit_stage", first_stage)
+    with pytest.raises(_Trained):
+        train.train_and_evaluate(config.make_config({**settings, "runs_dir": str(tmp_path / "runs"), "name": "seam",
+                                                     "saved_models_dir": str(tmp_path / "saved"), "verbose": 0,
+                                                     "tensorboard": False}))
+    session = bench._Session(settings.pop("arch"), settings.pop("dataset"), batch_size=settings.pop("batch_size"),
+                             data_dir=settings.pop("data_dir"), config_overrides=settings)
+    benched = bench._trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
+
+    trained = seen["pipes"]
+    assert session.pipes.train.element_spec == trained.train.element_spec
+    assert len(trained.train.element_spec) == (3 if settings.get("class_weight") else 2)  # sample weights
+    assert session.steps_per_epoch == seen["steps"]
+    first_batch = next(iter(session.batches("pipeline", session.steps_per_epoch)))
+    for a, b in zip(first_batch, next(iter(data.train_epochs(trained, epochs=1))), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # epoch 0's first batch, augmented and weighted
+    model = seen["model"]
+
+    def settings_of(optimizer):  # all but its object name, which Keras numbers per process (adam_w, adam_w_1)
+        return {k: v for k, v in optimizer.get_config().items() if k != "name"}
+
+    assert settings_of(benched.optimizer) == settings_of(model.optimizer)
+    assert type(benched.optimizer) is type(model.optimizer)
+    assert benched.loss.get_config() == model.loss.get_config()
+    assert benched.steps_per_execution == model.steps_per_execution
+    assert benched.count_params() == model.count_params()
+
+    def decay(m):  # ResNet's L2 in its layers
+        return [layer.get_config().get("kernel_regularizer") for layer in m.layers]
+
+    assert decay(benched) == decay(model)
+    assert any(decay(model)) == (settings.get("stack_n") is not None)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--arch", "nope"], "unknown --arch 'nope'"),
     (["--arch", "lenet5", "--steps", "1"], "--steps must be at least 2"),
