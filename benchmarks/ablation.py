@@ -99,12 +99,12 @@ def child(args):
         tf.constant(0)  # start the runtime now: configure_runtime's own thread calls then keep these
     import keras
 
-    from tfcnn import bench, data
+    from tfcnn import bench, pipelines
 
     opts = {"stack_n": args.stack_n} if args.stack_n else {}
     if args.width:
         opts["width"] = args.width
-    original_train_epochs = data.train_epochs
+    original_train_epochs = pipelines.train_epochs
     base_config = {"mixed_precision": args.precision} if args.precision else {}  # a variant's own config wins
     rates = {n: [] for n in names}
     precisions = {}
@@ -112,10 +112,10 @@ def child(args):
         for name in names:
             settings = VARIANTS[name][1]
             tf.config.optimizer.set_jit(settings.get("jit", False))
-            data.train_epochs = original_train_epochs
+            pipelines.train_epochs = original_train_epochs
             _use_keras_batch_norm(settings.get("keras_bn", False))
             if settings.get("data"):
-                _patch_dataset_options(data, settings["data"])
+                _patch_dataset_options(pipelines, settings["data"])
             session = bench._Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
                                      config_overrides={**base_config, **settings.get("config", {})} or None,
                                      compile_options=settings.get("compile"), **opts)
@@ -146,11 +146,11 @@ def _use_keras_batch_norm(enable):
     cls.call = layers.BatchNormalization.call if enable else fused
 
 
-def _patch_dataset_options(data, values):
+def _patch_dataset_options(pipelines, values):
     """Wrap train_epochs so its dataset carries the given tf.data threading options."""
     import tensorflow as tf
 
-    original = data.train_epochs  # the unpatched function: child() restores it before each variant
+    original = pipelines.train_epochs  # the unpatched function: child() restores it before each variant
 
     def train_epochs(*a, **k):
         options = tf.data.Options()
@@ -158,7 +158,7 @@ def _patch_dataset_options(data, values):
             setattr(options.threading, key, value)
         return original(*a, **k).with_options(options)
 
-    data.train_epochs = train_epochs
+    pipelines.train_epochs = train_epochs
 
 
 def main():

@@ -35,7 +35,7 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get("TFCNN_DATA_DIR", str(REPO.parent / "shared" / "data")))
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    from tfcnn import bench, data
+    from tfcnn import bench, pipelines
 
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -43,7 +43,7 @@ def main():
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     options = {"stack_n": args.stack_n} if args.stack_n else {}
     session = bench._Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir, **options)
-    pipeline_epochs = data.train_epochs
+    pipeline_epochs = pipelines.train_epochs
 
     def cached_epochs(*a, **k):
         return pipeline_epochs(*a, **k).take(args.cached_batches).cache().repeat()
@@ -52,12 +52,12 @@ def main():
     rates = {n: [] for n in names}
     for _ in range(args.rounds):
         for name in names:
-            data.train_epochs = cached_epochs if name == "pipeline_cached" else pipeline_epochs
+            pipelines.train_epochs = cached_epochs if name == "pipeline_cached" else pipeline_epochs
             source = "pipeline" if name.startswith("pipeline") else name
             _, median = session.run(source, args.steps)
             rates[name].append(round(median, 1))
             print(f"  {name:16} {median:8.1f} img/s (median step)", file=sys.stderr, flush=True)
-    data.train_epochs = pipeline_epochs
+    pipelines.train_epochs = pipeline_epochs
     load.append(round(os.getloadavg()[0], 2))
     print(f"{args.arch} {options} on {session.config.dataset}, batch {args.batch_size}, {args.steps} steps x "
           f"{args.rounds} rounds, precision {session.precision}; 1-min load {load}")

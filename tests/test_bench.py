@@ -111,7 +111,7 @@ class _Trained(Exception):
 def test_bench_times_what_a_run_trains(tmp_path, shared_data, monkeypatch, settings):
     """The bench's pipeline, model and compile are the trainer's: same batches (augmentation, cutout and class
     weights included), same element spec, same optimizer settings and loss."""
-    from tfcnn import config, data, train
+    from tfcnn import config, pipelines, train
 
     settings = dict(settings, batch_size=32, limit_train=96, limit_test=64, epochs=3, data_dir=str(shared_data))
     seen = {}
@@ -134,7 +134,7 @@ def test_bench_times_what_a_run_trains(tmp_path, shared_data, monkeypatch, setti
     assert len(trained.train.element_spec) == (3 if settings.get("class_weight") else 2)  # sample weights
     assert session.steps_per_epoch == seen["steps"]
     first_batch = next(iter(session.batches("pipeline", session.steps_per_epoch)))
-    for a, b in zip(first_batch, next(iter(data.train_epochs(trained, epochs=1))), strict=True):
+    for a, b in zip(first_batch, next(iter(pipelines.train_epochs(trained, epochs=1))), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # epoch 0's first batch, augmented and weighted
     model = seen["model"]
 

@@ -179,16 +179,16 @@ import json, sys
 import keras, numpy as np, tensorflow as tf
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                            [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfcnn import data, distributed, models
+from tfcnn import data, distributed, models, pipelines
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-pipes = data.make_pipelines(data.load("mnist", sys.argv[1]), batch_size=64, limit_train=512, val_fraction=0.01)
+pipes = pipelines.make_pipelines(data.load("mnist", sys.argv[1]), batch_size=64, limit_train=512, val_fraction=0.01)
 with strategy.scope():
     model = models.build("resnet", pipes.image_shape, 10, stack_n=1, normalization=(pipes.mean, pipes.std))
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
 loop = distributed.EpochLoop(model, strategy, sys.argv[2], pipes.val.element_spec)
 loop.restore(chief=True)
-loop.fit(data.train_epochs(pipes, epochs=1), pipes.val, epochs=1, initial_epoch=0, steps=8,
+loop.fit(pipelines.train_epochs(pipes, epochs=1), pipes.val, epochs=1, initial_epoch=0, steps=8,
          callbacks=keras.callbacks.CallbackList([], model=model))
 bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 copies = [[c.numpy() for c in var.value.values] for layer in bn for var in (layer.moving_mean, layer.moving_variance)]

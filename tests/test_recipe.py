@@ -45,10 +45,10 @@ def test_gelu_trains_through_xla_kernels_with_the_exact_value_and_gradient():
 def test_whitening_init_gives_the_first_layer_near_identity_covariance_on_training_patches(shared_data):
     import tensorflow as tf
 
-    from tfcnn import data, initializers, models
+    from tfcnn import data, initializers, models, pipelines
 
     ds = data.load("cifar10", shared_data)
-    pipes = data.make_pipelines(ds, batch_size=512, val_fraction=0)
+    pipes = pipelines.make_pipelines(ds, batch_size=512, val_fraction=0)
     model = models.build("airbench94", (32, 32, 3), 10, normalization=(pipes.mean, pipes.std))
     layer = model.get_layer("whiten")
     before = np.array(layer.kernel)
@@ -87,17 +87,18 @@ def test_dirac_init_makes_the_first_filters_identities():
 
 
 def test_alternating_flip_flips_each_image_on_every_other_epoch():
-    from tfcnn import data
+    from tfcnn import data, pipelines
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(40, 8, 8, 3)).astype("uint8")
     x[:, 0, 0, 0] = np.arange(40)  # an id in each image's top-left pixel (top-right once mirrored)
     ds = data.Dataset("toy", [str(i) for i in range(4)], x, np.arange(40) % 4, x[:4], np.arange(4),
                       augmentation="crop_flip")
-    pipes = data.make_pipelines(ds, batch_size=8, val_fraction=0, flip="alternate", translate=0, seed=3)
+    pipes = pipelines.make_pipelines(ds, batch_size=8, val_fraction=0, flip="alternate", translate=0, seed=3)
 
     def mirrored_per_image(epoch):
-        images = np.concatenate([b[0].numpy() for b in data.train_epochs(pipes, start_epoch=epoch, epochs=epoch + 1)])
+        images = np.concatenate([b[0].numpy()
+                                 for b in pipelines.train_epochs(pipes, start_epoch=epoch, epochs=epoch + 1)])
         flags = {}
         for image in images.astype("uint8"):
             if image[0, 0, 0] < 40 and np.array_equal(image, x[image[0, 0, 0]]):
@@ -114,24 +115,24 @@ def test_alternating_flip_flips_each_image_on_every_other_epoch():
     np.testing.assert_array_equal(epochs[1], ~epochs[0])
     np.testing.assert_array_equal(epochs[2], epochs[0])
     np.testing.assert_array_equal(epochs[3], ~epochs[0])
-    random = data.make_pipelines(ds, batch_size=8, val_fraction=0, flip="random", translate=0, seed=3)
+    random = pipelines.make_pipelines(ds, batch_size=8, val_fraction=0, flip="random", translate=0, seed=3)
     assert random.train is not None  # the default keeps a coin per image and epoch
 
 
 def test_reflect_translation_mirrors_the_border():
     import tensorflow as tf
 
-    from tfcnn import data
+    from tfcnn import pipelines
 
     images = 1 + np.arange(2 * 6 * 6 * 1, dtype="float32").reshape(2, 6, 6, 1)
-    augment = data.augment_fn("shift", (6, 6, 1), translate=2, pad_mode="reflect")
+    augment = pipelines.augment_fn("shift", (6, 6, 1), translate=2, pad_mode="reflect")
     out = augment(tf.constant(images), tf.constant([1, 2], tf.int64)).numpy()
     padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
     for image, source in zip(out, padded):
         crops = [source[dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
         assert any(np.array_equal(image, crop) for crop in crops)
     assert (out > 0).all()  # no zero fill: every pixel is >= 1
-    zeros = data.augment_fn("shift", (6, 6, 1), translate=2)(tf.constant(images), tf.constant([1, 2], tf.int64))
+    zeros = pipelines.augment_fn("shift", (6, 6, 1), translate=2)(tf.constant(images), tf.constant([1, 2], tf.int64))
     assert (zeros.numpy() == 0).any()  # zero padding does show: the test can fail
 
 
@@ -266,7 +267,7 @@ def test_the_speedrun_config_runs_an_epoch_and_reports_single_view_tta_and_time(
 def test_freeze_at_stops_a_layer_from_its_epoch_on():
     import keras
 
-    from tfcnn.train import FreezeAt
+    from tfcnn.callbacks import FreezeAt
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="first"), keras.layers.Dense(1)])

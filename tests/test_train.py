@@ -257,7 +257,7 @@ def test_output_to_a_file_is_one_line_per_epoch(tmp_path, shared_data):
 
 def test_the_progress_bar_ends_an_epochs_short_last_call_at_the_epochs_last_batch():
     """422 batches in calls of 64: Keras says the last call (batches 384-421) ends at batch 447."""
-    from tfcnn.train import CallProgbar
+    from tfcnn.callbacks import CallProgbar
 
     bar = CallProgbar()
     bar.set_params({"verbose": 0, "epochs": 1, "steps": 422})
@@ -273,7 +273,7 @@ def test_ema_under_a_mirrored_strategy_validates_and_keeps_the_average(tmp_path,
     average, and the kept network (the last epoch's average) reproduces the validation accuracy it logged."""
     import pandas as pd
 
-    from tfcnn import data
+    from tfcnn import data, pipelines
     from tfcnn.evaluate import load_model
 
     def run(name, *extra):
@@ -284,8 +284,8 @@ def test_ema_under_a_mirrored_strategy_validates_and_keeps_the_average(tmp_path,
     raw, average = run("raw"), run("avg", "--ema", "0.5")
     assert average["accuracy"] == raw["accuracy"]  # the average does not change training
     assert average["val_loss"] != raw["val_loss"]
-    pipes = data.make_pipelines(data.load("mnist", str(shared_data)), batch_size=32, val_fraction=0.5,
-                                limit_train=1024, augment=False)
+    pipes = pipelines.make_pipelines(data.load("mnist", str(shared_data)), batch_size=32, val_fraction=0.5,
+                                     limit_train=1024, augment=False)
     kept = load_model(str(tmp_path / "runs" / "avg" / "model.keras"))
     predicted = kept.predict(pipes.x_val.astype("float32"), verbose=0).argmax(1)
     assert (predicted == pipes.y_val).mean() == pytest.approx(average["val_accuracy"], abs=1e-6)

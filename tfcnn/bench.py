@@ -4,7 +4,7 @@
     python -m tfcnn.bench --arch resnet --stack-n 5 --vs-pytorch --vs-naive --repeat 3 --json
     python -m tfcnn.bench --arch lenet5 --dataset mnist --steps 100
 
-"pipeline" is what `train_and_evaluate` runs: data.load + make_pipelines + train_epochs (decode
+"pipeline" is what `train_and_evaluate` runs: data.load + pipelines.make_pipelines + train_epochs (decode
 cache, shuffle, augmentation) feeding model.fit of the model and compile the trainer builds, under
 configure_runtime's thread and precision settings. "synthetic" is the same model on
 SYNTHETIC_BATCHES distinct random batches held in memory and cycled (in-memory data with no
@@ -34,7 +34,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,29 +43,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tfcnn import bench_peers as peers  # noqa: E402
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli  # noqa: E402
 from tfcnn.hardware import PEAK_SIZE, cpu_info, describe_cpu, load_average, matmul_peak  # noqa: E402
 
 SOURCES = ("pipeline", "synthetic", "one_batch")
 SYNTHETIC_BATCHES = 8
 WARMUP_STEPS = 5  # the first steps trace and compile the train function; never timed
-REPO = Path(__file__).resolve().parents[1]
-TORCH_PEERS = REPO / "benchmarks" / "torch_peers.py"
-DEFAULT_TORCH_PYTHON = REPO / ".venv-torch" / "bin" / "python"
-TORCH_SETUP = ("python3 -m venv .venv-torch && .venv-torch/bin/pip install -r benchmarks/requirements-torch.txt")
-# PyTorch variants: (label, torch_peers.py flags, precision). channels_last only matters for convolutions.
-TORCH_VARIANTS = {
-    "resnet": (("channels_last", ["--channels-last"], "float32"),
-               ("NCHW", [], "float32"),
-               ("channels_last bf16", ["--channels-last", "--precision", "bfloat16"], "bfloat16"),
-               ("compile channels_last", ["--channels-last", "--compile"], "float32"),
-               ("compile channels_last bf16", ["--channels-last", "--compile", "--precision", "bfloat16"],
-                "bfloat16")),
-    "other": (("eager", [], "float32"),
-              ("bf16", ["--precision", "bfloat16"], "bfloat16"),
-              ("compile", ["--compile"], "float32"),
-              ("compile bf16", ["--compile", "--precision", "bfloat16"], "bfloat16")),
-}
 
 
 def devices():
@@ -209,10 +192,10 @@ class _Session:
     def batches(self, source, total):
         """`total` train batches of `source`: "pipeline" the run's own (its first epochs, as train_and_evaluate
         feeds model.fit), else in-memory random batches of the same structure."""
-        from tfcnn import data
+        from tfcnn import pipelines
 
         if source == "pipeline":
-            return data.train_epochs(self.pipes, epochs=math.ceil(total / self.steps_per_epoch), seed=self.config.seed)
+            return pipelines.train_epochs(self.pipes, epochs=math.ceil(total / self.steps_per_epoch), seed=self.config.seed)
         spec = _Spec(self.pipes.image_shape, self.num_classes, self.pipes.mean, self.pipes.std, self.pipes.train_size)
         return _synthetic_batches(spec, self.batch_size, self.config.label_smoothing > 0,
                                   batches=1 if source == "one_batch" else SYNTHETIC_BATCHES,
@@ -258,61 +241,6 @@ def time_training(arch, dataset, *, batch_size=128, steps=30, data_dir=None, dev
             "median_step_images_per_s": round(median, 1),
             "epoch_time_s": round(session.pipes.train_size / window, 2), "train_size": session.pipes.train_size,
             "steps": steps, "batch_size": batch_size, "precision": session.precision}
-
-
-# ---------------------------------------------------------------- peers in child processes
-
-def _child_json(cmd, what, env=None):
-    """Run a peer benchmark; its last stdout line is one JSON object."""
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    except OSError as exc:
-        raise TfcnnError(f"could not start {what} ({cmd[0]}: {exc.strerror})") from None
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TfcnnError(f"{what} failed (exit {done.returncode}): {tail}")
-    return json.loads(lines[-1])
-
-
-def _torch_cmd(torch_python, arch, dataset, batch_size, steps, stack_n, width, flags):
-    cmd = [str(torch_python), str(TORCH_PEERS), "--arch", arch, "--dataset", dataset, "--batch-size", str(batch_size),
-           "--steps", str(steps)]
-    if stack_n:
-        cmd += ["--stack-n", str(stack_n)]
-    if width:
-        cmd += ["--width", str(width)]
-    return cmd + list(flags)
-
-
-def _torch_variants(arch, wanted):
-    """The PyTorch variants to time: all of TORCH_VARIANTS for the arch, or the comma list `wanted`."""
-    variants = TORCH_VARIANTS["resnet" if arch == "resnet" else "other"]
-    if not wanted:
-        return variants
-    names = [w.strip() for w in wanted.split(",") if w.strip()]
-    known = {v[0]: v for v in variants}
-    bad = [n for n in names if n not in known]
-    if bad or not names:
-        raise TfcnnError(f"--pytorch-variants takes a comma list of {', '.join(known)}; got {wanted!r}")
-    return [known[n] for n in names]
-
-
-def _torch_env(policy):
-    """The PyTorch child's environment. libgomp's worker threads spin while they wait; when other
-    processes share the cores, a spinning thread holds a core another thread needs, and PyTorch's
-    ResNet-32 step ran ~5x slower than with OMP_WAIT_POLICY=PASSIVE (load average 7-8 on 2 cores).
-    "auto" picks PASSIVE when the 1-minute load average is at least the core count, else
-    leaves libgomp's default."""
-    env = dict(os.environ)
-    if policy == "auto":
-        load = load_average()
-        policy = "PASSIVE" if load and load[0] >= (os.cpu_count() or 1) else "default"
-    if policy == "default":
-        env.pop("OMP_WAIT_POLICY", None)
-    else:
-        env["OMP_WAIT_POLICY"] = policy
-    return env, policy
 
 
 def _naive_keras(arch, dataset, batch_size, steps, data_dir, model_options):
@@ -377,14 +305,14 @@ def _parser():
     parser.add_argument("--vs-naive", action="store_true", help="also time plain Keras fit(x, y) in a child process")
     parser.add_argument("--vs-pytorch", action="store_true",
                         help="also time the PyTorch peer in each of its variants (resnet: " +
-                        ", ".join(v[0] for v in TORCH_VARIANTS["resnet"]) + "; other archs: " +
-                        ", ".join(v[0] for v in TORCH_VARIANTS["other"]) + ") and name the fastest")
+                        ", ".join(v[0] for v in peers.TORCH_VARIANTS["resnet"]) + "; other archs: " +
+                        ", ".join(v[0] for v in peers.TORCH_VARIANTS["other"]) + ") and name the fastest")
     parser.add_argument("--pytorch-variants", help="comma list: only these PyTorch variants (default all)")
     parser.add_argument("--torch-omp-wait-policy", choices=("auto", "PASSIVE", "ACTIVE", "default"), default="auto",
                         help="OMP_WAIT_POLICY of the PyTorch child; auto (the default): PASSIVE when the 1-minute "
                         "load average is at least the core count (spinning OpenMP threads lose badly on shared "
                         "cores), else libgomp's default")
-    parser.add_argument("--torch-python", default=str(DEFAULT_TORCH_PYTHON),
+    parser.add_argument("--torch-python", default=str(peers.DEFAULT_TORCH_PYTHON),
                         help="python of a venv with torch (default .venv-torch/bin/python)")
     parser.add_argument("--no-peak", dest="peak", action="store_false",
                         help="skip the matmul peak probe (default: one probe per round, float32 and, where the CPU "
@@ -423,21 +351,10 @@ def _check(args):
     args.sources = sources
     args.torch_missing = None
     if args.vs_pytorch:
-        args.torch_variants = _torch_variants(args.arch, args.pytorch_variants)
+        args.torch_variants = peers.torch_variants(args.arch, args.pytorch_variants)
         if not Path(args.torch_python).exists():
             args.torch_missing = (f"no PyTorch interpreter at {args.torch_python}, so tfcnn only; create it with: "
-                                  f"{TORCH_SETUP} (or pass --torch-python PATH)")
-
-
-class _DidNotRun(Exception):
-    """A peer variant that cannot run on this machine (e.g. torch.compile without a C compiler)."""
-
-
-def _child_rates(cmd, what, window_key, env=None):
-    out = _child_json(cmd, what, env=env)
-    if "error" in out:
-        raise _DidNotRun(out["error"])
-    return out[window_key], out["median_step_images_per_s"], out.get("cpu_ms_per_image")
+                                  f"{peers.TORCH_SETUP} (or pass --torch-python PATH)")
 
 
 def _median_or_none(values):
@@ -472,16 +389,16 @@ def benchmark(args):
                "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
         cmd += [f for k, v in options.items() for f in (f"--{k.replace('_', '-')}", str(v))]
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
-        runs.append(("keras naive fit(x, y)", lambda cmd=cmd: _child_rates(cmd, "naive Keras", "images_per_s"),
+        runs.append(("keras naive fit(x, y)", lambda cmd=cmd: peers.child_rates(cmd, "naive Keras", "images_per_s"),
                      "float32"))
-    torch_env, omp_policy = _torch_env(args.torch_omp_wait_policy)
+    torch_env, omp_policy = peers.torch_env(args.torch_omp_wait_policy)
     if args.vs_pytorch and args.torch_missing:
         print(args.torch_missing, file=sys.stderr, flush=True)
     elif args.vs_pytorch:
         for label, flags, precision in args.torch_variants:
-            cmd = _torch_cmd(args.torch_python, args.arch, args.dataset, args.batch_size, args.steps,
+            cmd = peers.torch_cmd(args.torch_python, args.arch, args.dataset, args.batch_size, args.steps,
                              options.get("stack_n"), options.get("width"), flags)
-            runs.append((f"pytorch {label}", lambda cmd=cmd: _child_rates(cmd, "the PyTorch peer",
+            runs.append((f"pytorch {label}", lambda cmd=cmd: peers.child_rates(cmd, "the PyTorch peer",
                                                                            "train_images_per_s", torch_env),
                          precision))
     model = _trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
@@ -504,7 +421,7 @@ def benchmark(args):
                 continue
             try:
                 rates[name].append(fn())
-            except _DidNotRun as exc:
+            except peers.DidNotRun as exc:
                 failed[name] = str(exc)
                 print(f"[{round_ + 1}/{args.repeat}] {name}: did not run: {exc}", file=sys.stderr, flush=True)
                 continue

@@ -1,14 +1,12 @@
-"""Datasets: find or download the files, decode them to uint8 NHWC arrays, build tf.data pipelines.
+"""Datasets: find or download the files, decode them to uint8 NHWC arrays, split them, take their statistics.
 
-One door in: `load(name, data_dir)` -> `Dataset`; `make_pipelines(ds, batch_size=...)` -> `Pipelines`;
-`train_epochs(pipes, start_epoch=, epochs=)` for resumable training.
+One door in: `load(name, data_dir)` -> `Dataset`. The tf.data pipelines built from it are tfcnn.pipelines.
 Names: mnist, notmnist, cifar10, cifar100[:coarse|:SUPERCLASS|:fine,names], cifar10_reptiles,
 folder:PATH, and NAME:class,class for a subset of any of them.
 
-Decoding image archives (notMNIST PNGs, CIFAR-10 JPEGs, folders) is cached as .npz under
-$TFCNN_CACHE_DIR or ~/.cache/tfcnn, keyed by the source's path, size and mtime (one file per
-source: a changed source replaces its old entry); the data directory is never written to,
-except by a download the user allowed.
+Finding, downloading, verifying, reading and decoding the files, and the decoded-array cache, are
+tfcnn.datafiles.
+
 Measured on the shared copies (2 shared CPU cores, the `load` call alone, imports excluded):
 cifar10 (cifar-10-jpg.tar.gz, 60k JPEGs) cold 6.7-7.3 s, warm 0.1-0.25 s; notmnist (both subset
 archives, 18.7k PNGs) cold 1.3-1.4 s, warm 0.01-0.2 s; mnist (npz, not cached) 0.2-0.4 s.
@@ -17,51 +15,19 @@ CLI: python -m tfcnn.data describe DATASET [--data-dir D] [--json] [--no-downloa
 """
 import argparse
 import collections
-import contextlib
 import dataclasses
-import hashlib
-import http.client
-import io
 import json
 import logging
-import os
 import pathlib
-import pickle
 import sys
-import tarfile
-import tempfile
-import typing
-import urllib.request
-import zipfile
-import zlib
 
 import numpy as np
 
+from tfcnn.datafiles import (cached, decode_all, images_by_class, locate, read_pickles, read_tar_images, reading,
+                             resolve_data_dir)
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
-if typing.TYPE_CHECKING:  # annotations only: loading a dataset does not import TensorFlow
-    import tensorflow as tf
-
 log = logging.getLogger(__name__)
-
-# Official homes of the canonical files. Tests point these at a local server.
-URLS = {
-    "mnist.npz": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
-    "cifar-10-python.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    "cifar-100-python.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    "notMNIST_large.tar.gz": "http://yaroslavvb.com/upload/notMNIST/notMNIST_large.tar.gz",
-    "notMNIST_small.tar.gz": "http://yaroslavvb.com/upload/notMNIST/notMNIST_small.tar.gz",
-}
-# sha256 of the official files (CIFAR md5s published by Krizhevsky: c58f3010..., eb9058c3...).
-# notMNIST (Bulatov's blog) never published a checksum, so those downloads are not verified.
-# Checked on download only: the offline mnist.npz in ../shared/data is a lossless repack (other sha).
-SHA256 = {
-    "mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
-    "cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-    "cifar-100-python.tar.gz": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
-    "notMNIST_large.tar.gz": None,
-    "notMNIST_small.tar.gz": None,
-}
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
@@ -88,8 +54,7 @@ CIFAR100_SUPERCLASSES = {
     "vehicles_1": ["bicycle", "bus", "motorcycle", "pickup_truck", "train"],
     "vehicles_2": ["lawn_mower", "rocket", "streetcar", "tank", "tractor"],
 }
-AUGMENTATIONS = ("crop_flip", "shift", "none")
-_CACHE_VERSION = 1  # bump when a decoder changes what it produces
+
 
 
 @dataclasses.dataclass
@@ -117,230 +82,11 @@ class Dataset:
         return len(self.class_names)
 
 
-@dataclasses.dataclass
-class Pipelines:
-    """Batched tf.data pipelines (float32 images, int32 labels) and the arrays behind val/test."""
-
-    train: "tf.data.Dataset"
-    val: "tf.data.Dataset | None"  # None when val_fraction is 0
-    test: "tf.data.Dataset"
-    x_val: np.ndarray = dataclasses.field(repr=False)
-    y_val: np.ndarray = dataclasses.field(repr=False)
-    x_test: np.ndarray = dataclasses.field(repr=False)
-    y_test: np.ndarray = dataclasses.field(repr=False)
-    train_size: int
-    val_size: int
-    test_size: int
-    mean: np.ndarray
-    std: np.ndarray
-    class_names: list
-    image_shape: tuple
-    seed: int = 0
-    train_epoch: object = dataclasses.field(default=None, repr=False)  # epoch seed (2,) -> batches
-    x_train: np.ndarray = dataclasses.field(default=None, repr=False)  # the training images, unaugmented
-
-
-# ---------------------------------------------------------------- locating and fetching files
-
-def resolve_data_dir(data_dir=None):
-    """The explicit argument, else $TFCNN_DATA_DIR, else ./data, as an absolute path; it must exist."""
-    raw = data_dir or os.environ.get("TFCNN_DATA_DIR") or "data"
-    path = pathlib.Path(raw).expanduser()
-    if not path.is_dir():
-        raise TfcnnError(f"data directory {path} does not exist; pass --data-dir or set TFCNN_DATA_DIR")
-    return path.resolve()
-
-
-class _DownloadFailed(Exception):
-    pass
-
-
-def _download(fname, dest_dir):
-    """Fetch URLS[fname] into dest_dir, verifying SHA256[fname]; never leaves a partial file."""
-    url, expected = URLS[fname], SHA256.get(fname)
-    dest = dest_dir / fname
-    log.info("downloading %s to %s", url, dest)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{fname}.", suffix=".part")
-    except OSError as exc:
-        raise _DownloadFailed(f"cannot write to {dest_dir}: {exc.strerror}") from exc
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            while chunk := resp.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        if expected and digest.hexdigest() != expected:
-            raise TfcnnError(
-                f"{url} gave a file with sha256 {digest.hexdigest()}, expected {expected}; "
-                f"the download is corrupt and was deleted: try again, or put a verified {fname} in {dest_dir}")
-        os.replace(tmp, dest)
-        return dest
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise _DownloadFailed(f"downloading {url} failed ({_one_line(exc)})") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _locate(dataset, data_dir, candidates, download):
-    """The first of `candidates` present in data_dir, else the downloadable one fetched there."""
-    for name in candidates:
-        if (data_dir / name).exists():
-            return data_dir / name
-    fetchable = [name for name in candidates if name in URLS]
-    canonical = (fetchable or candidates)[0]
-    tried = ", ".join(str(data_dir / name) for name in candidates)
-    if not fetchable:
-        why = "it cannot be downloaded"
-    elif not download:
-        why = "downloading is off"
-    else:
-        try:
-            return _download(canonical, data_dir)
-        except _DownloadFailed as exc:
-            why = str(exc)
-    raise TfcnnError(f"{dataset}: no dataset file found (tried {tried}) and {why}; "
-                     f"put {canonical} in {data_dir} or pass --data-dir")
-
-
-def _one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-# Everything a truncated or corrupt archive can raise while we read it.
-_CORRUPT = (tarfile.TarError, EOFError, zlib.error, pickle.UnpicklingError, zipfile.BadZipFile,
-            OSError, KeyError, ValueError, IndexError, AttributeError, TypeError)
-
-
-@contextlib.contextmanager
-def _reading(path):
-    """Turn any failure to parse `path` into one TfcnnError naming the file."""
-    try:
-        yield
-    except _CORRUPT as exc:
-        raise TfcnnError(f"cannot read {path} ({_one_line(exc)}): it is truncated, corrupt or not in "
-                         f"the expected layout; delete it and download or copy it again") from exc
-
-
-# ---------------------------------------------------------------- decoded-array cache
-
-def _cache_dir():
-    return pathlib.Path(os.environ.get("TFCNN_CACHE_DIR") or "~/.cache/tfcnn").expanduser()
-
-
-def _fingerprint(path):
-    """Path, size and mtime of a file, or of every file under a folder."""
-    path = path.resolve()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    stats = [(str(p.relative_to(path)), p.stat()) for p in files]
-    return [str(path)] + [(rel, st.st_size, st.st_mtime_ns) for rel, st in stats]
-
-
-_unwritable_caches = set()
-
-
-def _cached(kind, path, build):
-    """`build()` (a dict of arrays), memoised as an .npz keyed by the source's fingerprint."""
-    fingerprint = _fingerprint(path)
-    source = hashlib.sha256(fingerprint[0].encode()).hexdigest()[:12]
-    version = hashlib.sha256(json.dumps([_CACHE_VERSION, fingerprint]).encode()).hexdigest()[:12]
-    file = _cache_dir() / f"{kind}-{source}-{version}.npz"
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        pass  # no cache, or a folder this user cannot reach: the write below says so if it fails too
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        log.warning("ignoring unreadable cache %s (%s)", file, _one_line(exc))
-    arrays = build()
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.savez(out, **arrays)
-            os.replace(tmp, file)  # atomic: a concurrent reader sees the old state or the whole file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        for stale in file.parent.glob(f"{kind}-{source}-*.npz"):  # older versions of this source
-            if stale != file:
-                stale.unlink(missing_ok=True)
-    except OSError as exc:  # a read-only or full home is no reason to fail the load
-        if file.parent not in _unwritable_caches:  # one warning, not one per archive
-            _unwritable_caches.add(file.parent)
-            log.warning("skipping the decoded-array cache: cannot write in %s (%s); set TFCNN_CACHE_DIR to a "
-                        "writable folder to keep the decoded images", file.parent, _one_line(exc))
-    return arrays
-
-
-# ---------------------------------------------------------------- image decoding
-
-def _decode(blob, mode, size):
-    """One image as a uint8 array in `mode` ("L" or "RGB"), resized to `size` (w, h) if needed."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(blob) if isinstance(blob, bytes) else blob) as img:
-        if img.mode != mode:
-            img = img.convert(mode)
-        if img.size != size:
-            img = img.resize(size, Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
-
-
-def _decode_all(items, mode, size):
-    """Decode (relpath, blob-or-path) pairs; returns (images NHWC, kept indices, skipped relpaths)."""
-    channels = 1 if mode == "L" else 3
-    out = np.empty((len(items), size[1], size[0], channels), np.uint8)
-    kept, skipped = [], []
-    for i, (rel, blob) in enumerate(items):
-        try:
-            img = _decode(blob, mode, size)
-        except Exception:  # PIL raises OSError, SyntaxError, struct.error, zlib.error... on bad files
-            skipped.append(rel)
-            continue
-        out[len(kept)] = img.reshape(out.shape[1:])
-        kept.append(i)
-    return out[:len(kept)], np.array(kept, np.int64), skipped
-
-
-def _member_parts(member):
-    """A tar member's path components, ignoring a leading ./ (as `tar czf x.tgz ./dir` writes)."""
-    return [p for p in member.name.split("/") if p not in ("", ".")]
-
-
-def _read_tar_images(path, root, suffixes):
-    """{relpath under root: bytes} for image members of a tar, read in one streaming pass."""
-    blobs = {}
-    with _reading(path), tarfile.open(path, "r|*") as tar:
-        for member in tar:
-            parts = _member_parts(member)
-            if (not member.isfile() or len(parts) < 3 or parts[0] != root
-                    or any(p.startswith(".") for p in parts)
-                    or not member.name.lower().endswith(suffixes)):
-                continue
-            blobs["/".join(parts[1:])] = tar.extractfile(member).read()
-    if not blobs:
-        raise TfcnnError(f"{path} has no {'/'.join(suffixes)} images under {root}/; "
-                         f"expected members like {root}/<class>/<image>")
-    return blobs
-
-
-def _images_by_class(items, class_names, mode, size):
-    """Decode {"class/.../file": blob} into (x, y, skipped), in sorted path order."""
-    rels = sorted(items)
-    index = {name: i for i, name in enumerate(class_names)}
-    x, kept, skipped = _decode_all([(r, items[r]) for r in rels], mode, size)
-    y = np.array([index[rels[i].split("/")[0]] for i in kept], np.int64)
-    return x, y, skipped
-
-
 # ---------------------------------------------------------------- loaders
 
 def _load_mnist(data_dir, download):
-    path = _locate("mnist", data_dir, ["mnist.npz"], download)
-    with _reading(path), np.load(path, allow_pickle=False) as npz:
+    path = locate("mnist", data_dir, ["mnist.npz"], download)
+    with reading(path), np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     return Dataset("mnist", [str(d) for d in range(10)],
                    arrays["x_train"][..., None].astype(np.uint8), arrays["y_train"].astype(np.int64),
@@ -351,19 +97,19 @@ def _load_mnist(data_dir, download):
 def _notmnist_part(data_dir, part, download):
     """(x, y, class_names, skipped, path) for notMNIST_large or notMNIST_small."""
     root = f"notMNIST_{part}"
-    path = _locate("notmnist", data_dir, [f"{root}_subset.tar.gz", f"{root}.tar.gz", root], download)
+    path = locate("notmnist", data_dir, [f"{root}_subset.tar.gz", f"{root}.tar.gz", root], download)
 
     def build():
         if path.is_dir():
             items = {str(p.relative_to(path)): p for p in path.glob("*/*")
                      if p.is_file() and not p.name.startswith(".")}
         else:
-            items = _read_tar_images(path, root, (".png",))
+            items = read_tar_images(path, root, (".png",))
         classes = sorted({rel.split("/")[0] for rel in items})
-        x, y, skipped = _images_by_class(items, classes, "L", (28, 28))
+        x, y, skipped = images_by_class(items, classes, "L", (28, 28))
         return {"x": x, "y": y, "classes": np.array(classes), "skipped": np.array(skipped, dtype=str)}
 
-    arrays = _cached("notmnist", path, build)
+    arrays = cached("notmnist", path, build)
     return arrays["x"], arrays["y"], list(arrays["classes"]), list(arrays["skipped"]), path
 
 
@@ -379,41 +125,9 @@ def _load_notmnist(data_dir, download):
                    skipped=skipped, source=f"{train_path} + {test_path}", augmentation="shift")
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, bytes and numpy arrays only: a pickle can otherwise run code."""
-
-    _ALLOWED = {("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a CIFAR pickle")
-        return super().find_class(module, name)
-
-
-def _read_pickles(path, root, names):
-    """{name: unpickled dict} for members root/name of a tar (one pass) or files of a folder."""
-    found = {}
-    with _reading(path):
-        if path.is_dir():
-            found = {n: (path / n).read_bytes() for n in names if (path / n).is_file()}
-        else:
-            with tarfile.open(path, "r|*") as tar:
-                for member in tar:
-                    parts = _member_parts(member)
-                    if member.isfile() and parts[:1] == [root] and "/".join(parts[1:]) in names:
-                        found["/".join(parts[1:])] = tar.extractfile(member).read()
-        missing = [n for n in names if n not in found]
-        if missing:
-            where = f"{root}/{missing[0]}" if path.is_file() else str(path / missing[0])
-            raise TfcnnError(f"{path} has no {where}; expected the canonical {root} layout")
-        return {n: _ArrayUnpickler(io.BytesIO(b), encoding="bytes").load() for n, b in found.items()}
-
-
 def _cifar_split(batches, label_key, path):
     """(NHWC images, labels) from CIFAR batch dicts, whose 3072-byte rows are R, G, B 32x32 planes."""
-    with _reading(path):
+    with reading(path):
         data = np.concatenate([np.asarray(b[b"data"], np.uint8).reshape(-1, 3072) for b in batches])
         labels = np.concatenate([np.asarray(b[label_key], np.int64) for b in batches])
         if len(labels) != len(data):
@@ -423,32 +137,32 @@ def _cifar_split(batches, label_key, path):
 
 def _load_cifar10(data_dir, download):
     root = "cifar-10-batches-py"
-    path = _locate("cifar10", data_dir, ["cifar-10-python.tar.gz", root, "cifar-10-jpg.tar.gz"], download)
+    path = locate("cifar10", data_dir, ["cifar-10-python.tar.gz", root, "cifar-10-jpg.tar.gz"], download)
     if path.name == "cifar-10-jpg.tar.gz":
         return _load_cifar10_jpg(path, name="cifar10")
 
     def build():  # ~1.7 s of gunzip + unpickling per load without the cache
         names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-        batches = _read_pickles(path, root, names)
+        batches = read_pickles(path, root, names)
         x_train, y_train = _cifar_split([batches[n] for n in names[:5]], b"labels", path)
         x_test, y_test = _cifar_split([batches["test_batch"]], b"labels", path)
-        with _reading(path):
+        with reading(path):
             classes = np.array([c.decode() for c in batches["batches.meta"][b"label_names"]], dtype=str)
         return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "classes": classes}
 
-    a = _cached("cifar10", path, build)
+    a = cached("cifar10", path, build)
     return Dataset("cifar10", [str(c) for c in a["classes"]], a["x_train"], a["y_train"], a["x_test"], a["y_test"],
                    source=str(path), augmentation="crop_flip")
 
 
 def _load_cifar10_jpg_archive(data_dir, download):
     """cifar10_jpg: the JPEG class-folder archive, chosen explicitly even when the pickles are present."""
-    return _load_cifar10_jpg(_locate("cifar10_jpg", data_dir, ["cifar-10-jpg.tar.gz"], download), name="cifar10_jpg")
+    return _load_cifar10_jpg(locate("cifar10_jpg", data_dir, ["cifar-10-jpg.tar.gz"], download), name="cifar10_jpg")
 
 
 def _load_cifar10_jpg(path, name):
     def build():
-        blobs = _read_tar_images(path, "cifar-10-jpg", (".jpg", ".jpeg", ".png"))
+        blobs = read_tar_images(path, "cifar-10-jpg", (".jpg", ".jpeg", ".png"))
         arrays = {}
         for split in ("train", "test"):
             items = {rel[len(split) + 1:]: b for rel, b in blobs.items() if rel.startswith(split + "/")}
@@ -456,12 +170,12 @@ def _load_cifar10_jpg(path, name):
             if found != sorted(CIFAR10_CLASSES):
                 raise TfcnnError(f"{path}: cifar-10-jpg/{split}/ has class folders {found}, "
                                  f"expected the 10 CIFAR-10 classes {CIFAR10_CLASSES}")
-            x, y, skipped = _images_by_class(items, CIFAR10_CLASSES, "RGB", (32, 32))
+            x, y, skipped = images_by_class(items, CIFAR10_CLASSES, "RGB", (32, 32))
             arrays.update({f"x_{split}": x, f"y_{split}": y,
                            f"skipped_{split}": np.array([f"cifar-10-jpg/{split}/{s}" for s in skipped], dtype=str)})
         return arrays
 
-    a = _cached("cifar10_jpg", path, build)
+    a = cached("cifar10_jpg", path, build)
     return Dataset(name, list(CIFAR10_CLASSES), a["x_train"], a["y_train"], a["x_test"], a["y_test"],
                    skipped=list(a["skipped_train"]) + list(a["skipped_test"]),
                    source=str(path), augmentation="crop_flip")
@@ -469,15 +183,15 @@ def _load_cifar10_jpg(path, name):
 
 def _load_cifar100(data_dir, download, classes=None):
     root = "cifar-100-python"
-    path = _locate("cifar100", data_dir, ["cifar-100-python.tar.gz", root], download)
+    path = locate("cifar100", data_dir, ["cifar-100-python.tar.gz", root], download)
 
     def build():
-        parts = _read_pickles(path, root, ["train", "test", "meta"])
+        parts = read_pickles(path, root, ["train", "test", "meta"])
         # Images once (with the fine labels); the coarse labels come straight from the same pickles.
         x_train, y_train = _cifar_split([parts["train"]], b"fine_labels", path)
         x_test, y_test = _cifar_split([parts["test"]], b"fine_labels", path)
         arrays = {"x_train": x_train, "x_test": x_test, "y_train_fine": y_train, "y_test_fine": y_test}
-        with _reading(path):
+        with reading(path):
             arrays["y_train_coarse"] = np.asarray(parts["train"][b"coarse_labels"], np.int64)
             arrays["y_test_coarse"] = np.asarray(parts["test"][b"coarse_labels"], np.int64)
             if (len(arrays["y_train_coarse"]), len(arrays["y_test_coarse"])) != (len(y_train), len(y_test)):
@@ -487,7 +201,7 @@ def _load_cifar100(data_dir, download, classes=None):
                                                     dtype=str)
         return arrays
 
-    a = _cached("cifar100", path, build)
+    a = cached("cifar100", path, build)
     level = "coarse" if classes == "coarse" else "fine"
     ds = Dataset("cifar100:coarse" if level == "coarse" else "cifar100", [str(c) for c in a[f"names_{level}"]],
                  a["x_train"], a[f"y_train_{level}"], a["x_test"], a[f"y_test_{level}"],
@@ -558,7 +272,7 @@ def _load_folder(spec):
         for split, split_items in items.items():
             prefix = "train/" if has_split and split == "train" else "test/" if has_split else ""
             rels = sorted(split_items)
-            x, kept, bad = _decode_all([(r, split_items[r]) for r in rels], mode, size)
+            x, kept, bad = decode_all([(r, split_items[r]) for r in rels], mode, size)
             skipped += bad
             arrays[f"x_{split}"] = x
             arrays[f"y_{split}"] = np.array(
@@ -567,13 +281,13 @@ def _load_folder(spec):
         arrays["skipped"] = np.array(skipped, dtype=str)
         return arrays
 
-    a = _cached("folder", path, build)
+    a = cached("folder", path, build)
     class_names = [str(c) for c in a["classes"]]
     if "x_test" in a:
         x_train, y_train, x_test, y_test = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
     else:
         n_test = int(round(0.2 * len(a["y_train"])))
-        test = np.sort(_stratified_take(a["y_train"], n_test, np.random.default_rng(0)))
+        test = np.sort(stratified_take(a["y_train"], n_test, np.random.default_rng(0)))
         train = np.setdiff1d(np.arange(len(a["y_train"])), test)
         x_train, y_train = a["x_train"][train], a["y_train"][train]
         x_test, y_test = a["x_train"][test], a["y_train"][test]
@@ -677,7 +391,7 @@ def _populated_summary(ds):
 
 # ---------------------------------------------------------------- splits and statistics
 
-def _stratified_take(y, n, rng):
+def stratified_take(y, n, rng):
     """Indices of exactly n items of y, per-class counts proportional (largest remainder), shuffled."""
     if n == 0:
         return np.zeros(0, np.int64)
@@ -696,7 +410,7 @@ def split_validation(x, y, fraction=0.1, seed=0):
         raise TfcnnError(f"validation fraction {fraction} must be in [0, 1)")
     rng = np.random.default_rng(seed)
     y = np.asarray(y)
-    val = _stratified_take(y, int(round(fraction * len(y))), rng)
+    val = stratified_take(y, int(round(fraction * len(y))), rng)
     rest = np.ones(len(y), bool)
     rest[val] = False
     train = rng.permutation(np.flatnonzero(rest))
@@ -720,80 +434,6 @@ def normalization_stats(x_train):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-# ---------------------------------------------------------------- tf.data pipelines
-
-def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
-
-
-def augment_fn(kind, image_shape, cutout=0, fill=0, translate=None, pad_mode="zeros"):
-    """A batch function images(NHWC, any dtype)[, seed(2,)][, mirror(N, 1) bool] -> augmented images, same shape
-    and dtype. `mirror` chooses the images to flip (alternating flip) instead of a coin per image.
-
-    crop_flip: 4-pixel zero pad, random crop back, random horizontal flip (He et al. 2016, CIFAR).
-    shift: 2-pixel zero pad and random crop: digits and letters must not be mirrored.
-    translate: the pad in pixels instead (0: no translation); pad_mode reflect mirrors the border instead of zeros
-    (airbench: 2, reflect).
-    cutout > 0: after that, a cutout x cutout square at a uniform random centre (clipped at the border)
-    is set to `fill` (per-channel, the training mean: zero after the model's normalisation), as in
-    DeVries & Taylor 2017 (16 px for CIFAR-10).
-    """
-    if kind not in AUGMENTATIONS:
-        raise TfcnnError(f"unknown augmentation {kind!r}; choose one of {', '.join(AUGMENTATIONS)}")
-    tf = _tf()
-    if cutout < 0:
-        raise TfcnnError(f"cutout size {cutout} must be 0 (off) or a positive number of pixels")
-    if kind == "none" and not cutout:
-        return lambda images, seed=None, mirror=None: images
-    height, width = int(image_shape[0]), int(image_shape[1])
-    pad, flip = (4, True) if kind == "crop_flip" else (2, False) if kind == "shift" else (0, False)
-    if translate is not None and kind != "none":
-        pad = int(translate)
-    if pad_mode not in ("zeros", "reflect"):
-        raise TfcnnError(f"unknown pad mode {pad_mode!r}; choose zeros or reflect")
-    if pad_mode == "reflect" and pad >= min(height, width):
-        raise TfcnnError(f"reflect padding of {pad} pixels needs images larger than that; got {height}x{width}")
-
-    def erase(images, seed):
-        n = tf.shape(images)[0]
-        cy = tf.random.stateless_uniform([n, 1, 1], seed, 0, height, dtype=tf.int32)
-        cx = tf.random.stateless_uniform([n, 1, 1], tf.random.experimental.stateless_fold_in(seed, 1),
-                                         0, width, dtype=tf.int32)
-        top, left = cy - cutout // 2, cx - cutout // 2
-        rows, cols = tf.range(height)[None, :, None], tf.range(width)[None, None, :]
-        hole = (rows >= top) & (rows < top + cutout) & (cols >= left) & (cols < left + cutout)
-        filler = tf.cast(tf.reshape(tf.constant(fill, tf.float32), [1, 1, 1, -1]), images.dtype)
-        return tf.where(hole[..., None], filler, images)
-
-    def augment(images, seed=None, mirror=None):
-        if seed is None:
-            seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int64)
-        seeds = tf.random.experimental.stateless_split(seed, 3)
-        cutout_seed = tf.random.experimental.stateless_fold_in(seed, 3)
-        if kind == "none":
-            return erase(images, cutout_seed)
-        n = tf.shape(images)[0]
-        dy = tf.random.stateless_uniform([n, 1], seeds[0], 0, 2 * pad + 1, dtype=tf.int32)
-        dx = tf.random.stateless_uniform([n, 1], seeds[1], 0, 2 * pad + 1, dtype=tf.int32)
-        rows = dy + tf.range(height)[None]
-        cols = dx + tf.range(width)[None]
-        if flip:
-            if mirror is None:
-                mirror = tf.random.stateless_uniform([n, 1], seeds[2]) < 0.5
-            cols = tf.where(mirror, dx + tf.range(width - 1, -1, -1)[None], cols)
-        # One gather per axis crops (and mirrors) every image at its own offset: no per-image loop.
-        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]],
-                        mode="REFLECT" if pad_mode == "reflect" else "CONSTANT")
-        out = tf.gather(padded, rows, axis=1, batch_dims=1)
-        out = tf.gather(out, cols, axis=2, batch_dims=1)
-        return erase(out, cutout_seed) if cutout else out
-
-    return augment
-
-
 def class_weights(y, num_classes, kind="none"):
     """Per-class loss weights of the train labels y, or None for kind "none".
 
@@ -811,127 +451,6 @@ def class_weights(y, num_classes, kind="none"):
                          f"{num_classes - len(present)} of {num_classes} have none")
     weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=y).astype(np.float32)
     return np.sqrt(weights) if kind == "sqrt" else weights
-
-
-CHUNK_BATCHES = 32  # train batches gathered and augmented per op
-
-
-def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, normalize=False,
-                   limit_train=None, limit_test=None, cache=True, one_hot=False, cutout=0, class_weight="none",
-                   flip="random", translate=None, pad_mode="zeros"):
-    """Split off validation, then batch train (shuffled, augmented), val and test as tf.data.
-
-    Images stay on the raw 0-255 scale unless normalize=True ((x - mean) / std, train-only stats);
-    `augment` may also name a kind from AUGMENTATIONS instead of the dataset's default;
-    one_hot=True gives float32 one-hot labels (for label smoothing) instead of int32 ids;
-    cutout=N erases an N x N square of each train image (see augment_fn);
-    class_weight "balanced" or "sqrt" adds a per-image loss weight to the train batches (see class_weights);
-    flip "alternate": a seeded half of the images is flipped in even epochs, the other half in odd ones
-    (airbench's alternating flip: every image is seen both ways in any two epochs); translate / pad_mode:
-    see augment_fn.
-    """
-    if flip not in ("random", "alternate"):
-        raise TfcnnError(f"unknown flip {flip!r}; choose random or alternate")
-    if batch_size < 1:
-        raise TfcnnError(f"batch size {batch_size} must be at least 1")
-    x_train, y_train, x_val, y_val = split_validation(ds.x_train, ds.y_train, val_fraction, seed)
-    if limit_train is not None and limit_train < len(y_train):
-        if limit_train < 1:
-            raise TfcnnError(f"limit_train {limit_train} must be at least 1")
-        keep = _stratified_take(y_train, limit_train, np.random.default_rng(seed + 1))
-        x_train, y_train = x_train[keep], y_train[keep]
-    x_test, y_test = ds.x_test, ds.y_test
-    if limit_test is not None and limit_test < len(y_test):
-        # Test sets stored class by class (the CIFAR JPEG archive) would give one class from a prefix.
-        keep = np.sort(_stratified_take(y_test, limit_test, np.random.default_rng(0)))
-        x_test, y_test = x_test[keep], y_test[keep]
-    mean, std = normalization_stats(x_train)
-    weights = class_weights(y_train, ds.num_classes, class_weight)
-    kind = ds.augmentation if augment is True else "none" if augment is False else augment
-    tf = _tf()
-    fill = np.clip(np.round(mean), 0, 255) if x_train.dtype == np.uint8 else mean
-    augment_batch = augment_fn(kind, ds.image_shape, cutout=cutout if augment is not False else 0, fill=fill,
-                               translate=translate, pad_mode=pad_mode)
-    auto = tf.data.AUTOTUNE
-    scale = np.where(std > 0, std, 1).astype(np.float32)
-
-    def to_model(images, labels):
-        images = (images - mean) / scale if normalize else images
-        return images, tf.one_hot(labels, ds.num_classes) if one_hot else labels
-
-    def eval_pipeline(x, y):
-        data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
-        if cache:  # keeps the uint8 batches: later epochs skip slicing and batching
-            data = data.cache()
-        return data.map(lambda images, labels: to_model(tf.cast(images, tf.float32), labels),
-                        num_parallel_calls=auto).prefetch(auto)
-
-    # Train batches are gathered from in-memory tensors by a per-epoch permutation (no element-wise
-    # shuffle buffer): vectorised, and an epoch's order and augmentation follow from its seed alone,
-    # so `train_epochs` can resume a run at epoch e with exactly the batches it would have seen.
-    # Gathering and augmenting CHUNK_BATCHES batches per op (uint8, cast per batch after) instead of
-    # one: tiny models (LeNet-5: ~6 ms a step on 2 cores) otherwise lose ~15% to per-batch op
-    # overhead (benchmarks/input_batches.py).
-    images_t, labels_t = tf.constant(x_train), tf.constant(y_train.astype(np.int32))
-    fold_in = tf.random.experimental.stateless_fold_in
-    n_train = len(y_train)
-    # Alternating flip: which images are mirrored in even epochs, fixed by the run's seed.
-    first_flip = tf.constant(np.random.default_rng([seed, 7]).random(n_train) < 0.5)
-    full = n_train // batch_size * batch_size  # images in full batches; the rest make one short batch
-    chunk = CHUNK_BATCHES * batch_size
-
-    def to_train(images, labels):
-        batch = to_model(tf.cast(images, tf.float32), labels)
-        # With class weights, (images, labels, sample weights): Keras' train_step weighs each image's loss.
-        return batch if weights is None else (*batch, tf.gather(weights, labels))
-
-    def train_epoch(epoch_seed):
-        """One epoch of shuffled, augmented batches, determined by epoch_seed (int64, shape (2,))."""
-        order = tf.argsort(tf.random.stateless_uniform([n_train], fold_in(epoch_seed, 0)))
-
-        def augmented(start, stop):
-            idx = order[start:stop]
-            mirror = None
-            if flip == "alternate":
-                odd = tf.equal(epoch_seed[1] % 2, 1)
-                mirror = tf.math.logical_xor(tf.gather(first_flip, idx), odd)[:, None]
-            images = augment_batch(tf.gather(images_t, idx), fold_in(epoch_seed, start // batch_size + 1), mirror)
-            return images, tf.gather(labels_t, idx)
-
-        def batches(images, labels):
-            return tf.data.Dataset.from_tensor_slices(
-                (tf.reshape(images, [-1, batch_size, *images.shape[1:]]), tf.reshape(labels, [-1, batch_size])))
-
-        epoch = (tf.data.Dataset.range(0, full, chunk)
-                 .map(lambda start: augmented(start, tf.minimum(start + chunk, full))).prefetch(1)
-                 .flat_map(batches))
-        if full < n_train:
-            epoch = epoch.concatenate(tf.data.Dataset.from_tensors(tf.constant(full, tf.int64))
-                                      .map(lambda start: augmented(start, n_train)))
-        return epoch.map(to_train, num_parallel_calls=auto)
-
-    # A new seeded epoch seed each time the dataset is iterated: fit(train, epochs=N) reshuffles.
-    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
-    return Pipelines(
-        train=epoch_seeds.flat_map(train_epoch).prefetch(auto),
-        val=eval_pipeline(x_val, y_val) if len(y_val) else None, test=eval_pipeline(x_test, y_test),
-        x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
-        train_size=len(y_train), val_size=len(y_val), test_size=len(y_test),
-        mean=mean, std=std, class_names=list(ds.class_names), image_shape=ds.image_shape,
-        seed=seed, train_epoch=train_epoch, x_train=x_train)
-
-
-def train_epochs(pipes, *, start_epoch=0, epochs, seed=None):
-    """Train batches of epochs start_epoch..epochs-1 in one dataset; epoch e depends only on (seed, e).
-
-    For model.fit(..., epochs=epochs, steps_per_epoch=ceil(train_size / batch_size)) resumed after
-    epoch start_epoch: the remaining epochs see the same order and augmentation as an unbroken run.
-    """
-    tf = _tf()
-    seed = pipes.seed if seed is None else seed
-    return (tf.data.Dataset.range(start_epoch, epochs)
-            .flat_map(lambda e: pipes.train_epoch(tf.stack([tf.constant(seed, tf.int64), e])))
-            .prefetch(tf.data.AUTOTUNE))
 
 
 # ---------------------------------------------------------------- CLI

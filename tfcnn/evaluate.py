@@ -226,13 +226,13 @@ def main(argv=None):
                              "default none, a single view")
     args = parser.parse_args(argv)
 
-    from tfcnn import data
+    from tfcnn import data, pipelines
 
     model = load_model(args.model)
     classes = args.classes.split(",") if args.classes else None
     ds = data.load(args.dataset, args.data_dir, classes=classes)
     # The same (stratified) test subset the trainer evaluates with --limit-test.
-    pipes = data.make_pipelines(ds, batch_size=256, val_fraction=0, augment=False, limit_test=args.limit_test)
+    pipes = pipelines.make_pipelines(ds, batch_size=256, val_fraction=0, augment=False, limit_test=args.limit_test)
     x, y = pipes.x_test, pipes.y_test
     n_out = model.output_shape[-1]
     if n_out != ds.num_classes:

@@ -166,138 +166,12 @@ def _space_needed(model, run_folders):
     return max(6 * checkpoint + weights + 2**21 - held, 2**20)
 
 
-def _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True, validation=True):
-    """tfcnn's callbacks for both loops; `backup`: BackupAndRestore (model.fit's; the distributed loop checkpoints
-    itself), restoring `restore` (checkpoints.restore_point). It goes last, after any `extra` callbacks: an epoch
-    counts as done once every other file holds it, so a kill before that redoes the epoch and loses nothing."""
-    from tfcnn import checkpoints
-
-    history = run_dir / ("history.csv" if stage == "train" else f"history_{stage}.csv")
-    checkpoints.trim_history(history, initial_epoch)  # rows of epochs the backup does not hold
-    callbacks = [
-        EpochTimer(),
-        NanGuard(),
-        checkpoints.ModelCheckpoint(
-            str(run_dir / "best.weights.h5"), monitor="val_accuracy", mode="max",
-            save_best_only=config.checkpoint == "best",
-            save_weights_only=True, initial_value_threshold=_best_val_from_history(run_dir)),
-        checkpoints.CSVLogger(str(history), append=initial_epoch > 0, validation=validation),
-    ]
-    if config.ema > 0:
-        callbacks.insert(0, checkpoints.EMAValidation())
-    if config.whiten_bias_epochs is not None and stage == "train":
-        from tfcnn.initializers import WHITEN_LAYER
-
-        callbacks.insert(0, FreezeAt(WHITEN_LAYER, config.whiten_bias_epochs))
-    if config.tensorboard:
-        callbacks.append(checkpoints.TensorBoard(str(run_dir / "logs" / stage), profile_batch=0))
-    last = [checkpoints.BackupAndRestore(run_dir / f"backup_{stage}", restore)] if backup else []
-    return callbacks, last
-
-
-def _best_val_from_history(run_dir):
-    import pandas as pd
-
-    best = None
-    for path in sorted(run_dir.glob("history*.csv")):
-        try:
-            hist = pd.read_csv(path)
-        except Exception:
-            continue
-        if "val_accuracy" in hist and len(hist):
-            value = float(hist["val_accuracy"].max())
-            best = value if best is None else max(best, value)
-    return best
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Adds epoch_time_s to the logs, so history.csv has it."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_time_s"] = time.perf_counter() - self._start
-
-
-class FreezeAt(keras.callbacks.Callback):
-    """From epoch `epoch` (0-based) on, layer `name` stops training and the train step is traced again without its
-    gradients, which then are not computed at all (airbench sets requires_grad=False on its whitening bias after
-    3 epochs; with it goes the input gradient of the first conv group). A resumed run freezes at its first epoch."""
-
-    def __init__(self, name, epoch):
-        super().__init__()
-        self.name, self.epoch = name, epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        layer = self.model.get_layer(self.name)
-        if epoch >= self.epoch and layer.trainable:
-            layer.trainable = False
-            self.model.make_train_function(force=True)
-
-
-class NanGuard(keras.callbacks.Callback):
-    """Stops at the first non-finite loss; the best checkpoint of earlier epochs stays on disk. With
-    steps_per_execution N it sees the epoch's running loss once per call of up to N batches, so it names
-    the call's batches (0-based, within the epoch)."""
-
-    def on_train_begin(self, logs=None):
-        self.failed_at = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.first = batch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            steps = (self.params or {}).get("steps")
-            last = min(batch, steps - 1) if steps else batch  # an epoch's last call may run fewer than N
-            self.failed_at = f"batch {last}" if last == self.first else f"batches {self.first}-{last}"
-            self.model.stop_training = True
-
-
-class EpochFeed(keras.callbacks.Callback):
-    """model.fit's train batches when steps_per_execution > 1: `dataset` yields one whole epoch per iteration,
-    the epoch this callback set at its start (the batches data.train_epochs gives that epoch).
-
-    Keras runs whole calls of steps_per_execution batches: on train_epochs' one stream of all epochs, an epoch's
-    last call runs on into the next epoch's batches whenever the epoch's steps are not a multiple of it (a
-    resumed run then sees other batches than an unbroken one). An iterator that ends with its epoch stops that
-    call short. Keras makes a new iterator at each epoch's start when fit has no steps_per_epoch."""
-
-    def __init__(self, pipes, seed, steps):
-        import tensorflow as tf
-
-        super().__init__()
-        self.current = tf.Variable(0, dtype=tf.int64, trainable=False, name="feed_epoch")
-        seed = tf.constant(seed, tf.int64)
-        self.dataset = (tf.data.Dataset.from_tensors(seed)
-                        .flat_map(lambda s: pipes.train_epoch(tf.stack([s, self.current.read_value()])))
-                        .apply(tf.data.experimental.assert_cardinality(steps))
-                        .prefetch(tf.data.AUTOTUNE))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current.assign(epoch)
-
-
-class CallProgbar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar for calls of several batches: Keras numbers an epoch's short last call as if it were
-    whole, so the bar would read 448/422 steps, with a negative ETA, until the epoch ends."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        super().on_train_batch_end(min(batch, self.target - 1) if self.target else batch, logs)
-
-
 @dataclasses.dataclass
 class RunContext:
     """What every stage of one run shares."""
 
     config: config_lib.Config
-    pipes: object  # tfcnn.data.Pipelines
+    pipes: object  # tfcnn.pipelines.Pipelines
     run_dir: Path
     strategy: object  # tf.distribute.Strategy
     chief: bool  # this worker writes the run's files
@@ -309,8 +183,8 @@ def _fit_stage(model, run, stage, epochs):
     """One training stage, resumed after its last finished epoch: model.fit on one device, the distributed
     EpochLoop under a tf.distribute strategy (Keras 3.15's fit cannot run under MultiWorkerMirroredStrategy,
     keras-team/keras#20585)."""
-    from tfcnn import checkpoints, distributed
-    from tfcnn.data import train_epochs
+    from tfcnn import callbacks as tfcnn_callbacks, checkpoints, distributed
+    from tfcnn.pipelines import train_epochs
 
     config, pipes, run_dir, strategy, chief, steps = (run.config, run.pipes, run.run_dir, run.strategy, run.chief,
                                                       run.steps)
@@ -334,12 +208,12 @@ def _fit_stage(model, run, stage, epochs):
     if 0 < initial_epoch < epochs:
         print(f"resuming {stage} of {run_dir.name} after epoch {initial_epoch}/{epochs}", flush=True)
     if initial_epoch < epochs:
-        callbacks, last = _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=loop is None,
-                                          validation=pipes.val is not None)
+        callbacks, last = tfcnn_callbacks.make_callbacks(config, run_dir, stage, initial_epoch, restore,
+                                                         backup=loop is None, validation=pipes.val is not None)
         callbacks += [*run.callbacks, *last]
         if loop is None and model.steps_per_execution > 1:
-            feed = EpochFeed(pipes, config.seed, steps)
-            train, steps_per_epoch, callbacks = feed.dataset, None, [feed, *callbacks, CallProgbar()]
+            feed = tfcnn_callbacks.EpochFeed(pipes, config.seed, steps)
+            train, steps_per_epoch, callbacks = feed.dataset, None, [feed, *callbacks, tfcnn_callbacks.CallProgbar()]
         else:
             train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
             steps_per_epoch = steps
@@ -352,7 +226,7 @@ def _fit_stage(model, run, stage, epochs):
             with distributed.peers_required(strategy):
                 loop.fit(train, pipes.val, epochs=epochs, initial_epoch=initial_epoch, steps=steps,
                          callbacks=callback_list)
-        guard = next(c for c in callbacks if isinstance(c, NanGuard))
+        guard = next(c for c in callbacks if isinstance(c, tfcnn_callbacks.NanGuard))
         if guard.failed_at is not None:
             best = run_dir / "best.weights.h5"
             which = "best" if config.checkpoint == "best" else "last"
@@ -393,13 +267,13 @@ def load_data(config):
 
 def make_pipelines(config, ds, global_batch=None):
     """The run's tf.data pipelines of `ds`, batched at `global_batch` (default config.batch_size: one replica)."""
-    from tfcnn import data
+    from tfcnn import pipelines
 
-    return data.make_pipelines(ds, batch_size=global_batch or config.batch_size, val_fraction=config.val_fraction,
-                               seed=config.seed, augment=config.augment, limit_train=config.limit_train,
-                               limit_test=config.limit_test, one_hot=config.label_smoothing > 0, cutout=config.cutout,
-                               class_weight=config.class_weight, flip=config.flip, translate=config.translate,
-                               pad_mode=config.pad_mode)
+    return pipelines.make_pipelines(ds, batch_size=global_batch or config.batch_size, val_fraction=config.val_fraction,
+                                    seed=config.seed, augment=config.augment, limit_train=config.limit_train,
+                                    limit_test=config.limit_test, one_hot=config.label_smoothing > 0, cutout=config.cutout,
+                                    class_weight=config.class_weight, flip=config.flip, translate=config.translate,
+                                    pad_mode=config.pad_mode)
 
 
 def build_model(config, pipes, num_classes):
