@@ -92,10 +92,10 @@ def test_grid_configs_precedence_and_clashes(tmp_path):
         experiments.grid_configs("lenet-study", colour="red")
 
 
-@pytest.mark.parametrize("name", sorted(experiments.GRIDS))
+@pytest.mark.parametrize("name", experiments.grid_names())
 def test_every_built_in_grid_makes_valid_configs(name, tmp_path):
-    _, configs, _, _ = experiments.grid_configs(name, runs_dir=str(tmp_path))
-    assert len(configs) == len(experiments.GRIDS[name]["variants"]) * len(experiments.GRIDS[name].get("seeds") or [0])
+    _, configs, _, grid = experiments.grid_configs(name, runs_dir=str(tmp_path))
+    assert len(configs) == len(grid["variants"]) * len(grid.get("seeds") or [0])
     assert len({config.name for _, config in configs}) == len(configs)
 
 
@@ -107,7 +107,7 @@ def test_variant_labels():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["nope"], "error: unknown grid 'nope'; choose one of lenet-variants"),
+    (["nope"], "error: unknown grid 'nope'; choose one of cifar-cnn-lecture, cifar-cnn-seeds, lenet-study"),
     (["lenet-study", "--set", "colour=red"], "error: unknown config fields ['colour']"),
     (["lenet-study", "--set", "epochs"], "error: --set takes key=value"),
     (["lenet-variants", "--set", "lr=0.1"], "error: grid lenet-variants varies lr"),

@@ -5,8 +5,10 @@
     python -m tfcnn.experiments my_grid.yaml --quick                      # 1 epoch on 256 images
     python -m tfcnn.experiments --list
 
-A grid is a base config plus a list of variants (dicts of Config fields); a YAML/JSON grid file has
-the keys of a GRIDS entry (base, variants, optional description and quick). Precedence, lowest first:
+A grid is a base config plus a list of variants (dicts of Config fields): a YAML/JSON file with the keys
+description, base, variants and optionally quick (extra settings for --quick, on top of QUICK), seeds (every
+variant once per seed) and class_f1 (classes whose F1 the table shows). The built-in grids are
+configs/grids/<name>.yaml, run by name. Precedence, lowest first:
 per-arch defaults < base < variant < the grid's quick settings (--quick) < --epochs/--limit-train/--set.
 An override may not set a field the grid varies (that would make the variants equal).
 
@@ -30,162 +32,8 @@ import numpy as np
 from tfcnn import runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
-_LENET_LAB = dict(arch="lenet5", dataset="mnist", schedule="constant", batch_size=128, augment=False)
-
-# Each grid: description, base (Config fields shared by every run), variants (what differs),
-# quick (extra settings for --quick, on top of QUICK).
-# The ResNet lab's transfer to CIFAR-10 + reptiles: what its grids share.
-_REPTILES = dict(arch="resnet", stack_n=5, dataset="cifar10_reptiles", init_from="pretrained:resnet32-cifar10",
-                 optimizer="sgd", momentum=0.9, nesterov=True, batch_size=128, schedule="cosine", label_smoothing=0.1)
-_REPTILE_SETUPS = [
-    dict(freeze="stem_*,stage1_*,stage2_*", lr=0.05, label="last-stage"),
-    # Without the warmup, lr 0.01 diverged (NaN in epoch 1, batch 26): the new head's random
-    # gradients reach a body whose frozen BatchNorm no longer renormalises.
-    dict(freeze="*_bn", lr=0.01, warmup_epochs=1, label="full-bn-frozen"),
-    dict(init_from=None, freeze="none", lr=0.1, warmup_epochs=1, label="scratch"),
-]
-_REPTILE_NAMES = ["crocodile", "dinosaur", "lizard", "snake", "turtle"]
-
-GRIDS = {
-    "lenet-variants": dict(
-        description="The MNIST lab's ten LeNet-5 variants (optimizer x activation x learning rate): classic "
-                    "LeNet-5 (average pooling, 120-84 dense), constant learning rate, no augmentation. SGD is "
-                    "plain SGD (momentum 0), as the lab's Keras `SGD(lr)` default.",
-        base=dict(_LENET_LAB, epochs=5, momentum=0.0, nesterov=False),
-        variants=[dict(optimizer=o, activation=a, lr=lr) for o, a, lr in [
-            ("adam", "tanh", 0.01), ("adam", "tanh", 0.001), ("adam", "relu", 0.01), ("adam", "relu", 0.001),
-            ("sgd", "tanh", 0.01), ("sgd", "tanh", 0.001), ("sgd", "relu", 0.01), ("sgd", "relu", 0.001),
-            ("sgd", "tanh", 0.0001), ("adam", "tanh", 0.0001)]],
-    ),
-    "lenet-study": dict(
-        description="The MNIST lab's task 3, one factor at a time around a baseline (classic LeNet-5: 2 conv "
-                    "layers, tanh, average pooling, Adam 1e-3): number of conv layers (1/2/3), activation "
-                    "(tanh/relu/elu), learning rate (1e-2/1e-3/1e-4) and pooling (avg/max).",
-        base=dict(_LENET_LAB, epochs=3, optimizer="adam", lr=0.001, activation="tanh", pool="avg", conv_layers=2),
-        variants=[dict(label="baseline"), dict(conv_layers=1, label="1-conv"), dict(conv_layers=3, label="3-conv"),
-                  dict(activation="relu", label="relu"), dict(activation="elu", label="elu"),
-                  dict(lr=0.01, label="lr0.01"), dict(lr=0.0001, label="lr0.0001"), dict(pool="max", label="max-pool")],
-    ),
-    "notmnist-models": dict(
-        description="The notMNIST lab's tasks 1-3: two 3x3 convs + Dense 5000 (two_conv), one conv + 2x2 max "
-                    "pooling + Dense 5000 (pooled), classic LeNet-5; Adam, constant learning rate, no augmentation.",
-        base=dict(dataset="notmnist", optimizer="adam", schedule="constant", batch_size=128, epochs=3,
-                  augment=False),
-        variants=[dict(arch="two_conv", lr=1e-4, label="two_conv"), dict(arch="pooled", lr=1e-4, label="pooled"),
-                  dict(arch="lenet5", lr=1e-3, label="lenet5")],
-        quick=dict(width=64),  # two_conv at width 5000 has 125M parameters (~0.5 GB per saved copy)
-    ),
-    "mobilenet-sam": dict(
-        description="The MobileNetV2 homework: MobileNetV2 (alpha 0.5) with SAM (rho 0.05) and label smoothing "
-                    "0.1 vs plain SGD (Nesterov momentum 0.9, no smoothing), cosine schedule, on 3 CIFAR-10 classes "
-                    "(the lecture's subset, as notebook 04).",
-        base=dict(arch="mobilenet_v2", alpha=0.5, dataset="cifar10", classes=["airplane", "automobile", "bird"],
-                  epochs=3, lr=0.05, batch_size=128, schedule="cosine", limit_train=3000),
-        variants=[dict(optimizer="sam", label_smoothing=0.1, label="sam-smooth0.1"),
-                  dict(optimizer="sgd", label_smoothing=0.0, label="sgd")],
-        quick=dict(limit_train=128, limit_test=150),  # tracing the 153-layer graph dominates a quick run
-    ),
-    "mobilenet-transfer": dict(
-        description="The MobileNetV2 homework on its CIFAR-100 classes 5, 21, 35 (bed, chimpanzee, girl): MobileNetV2 x0.5 "
-                    "pretrained on lossless CIFAR-10 (configs/mobilenetv2_x0.5_cifar10.yaml, shipped as "
-                    "`pretrained:mobilenetv2-x0.5-cifar10`; the homework's backbone was CIFAR-100-pretrained, which this "
-                    "data cannot give) with a new 3-way head, trained with the homework's recipe: SGD momentum 0.9 at "
-                    "lr 0.1, StepLR x0.5 every 20 epochs, 60 epochs. sam-ls: SAM (rho 0.05) + label smoothing 0.1 (the "
-                    "homework); sgd: plain SGD, no smoothing; sam: SAM without smoothing. head: only the last 2 parameter "
-                    "tensors (the Dense head's kernel and bias) train, as in the homework. full: every layer trains, at "
-                    "lr 0.01 (the head's 0.1 would wreck the pretrained features). scratch: the same 60 epochs from "
-                    "random weights with the homework's optimizer. Each setup runs with seeds 1, 2, 3 (the seed also "
-                    "draws the 10 % validation split that picks the checkpoint).",
-        base=dict(arch="mobilenet_v2", alpha=0.5, dataset="cifar100", classes=["5", "21", "35"],
-                  init_from="pretrained:mobilenetv2-x0.5-cifar10", optimizer="sam", sam_rho=0.05, lr=0.1,
-                  momentum=0.9, nesterov=False, batch_size=128, epochs=60, schedule="step", milestones=[20, 40],
-                  gamma=0.5, label_smoothing=0.1, weight_decay=5e-4, warmup_epochs=0),
-        variants=[dict(freeze="all", label="sam-ls-head"),
-                  dict(freeze="all", optimizer="sgd", label_smoothing=0.0, label="sgd-head"),
-                  dict(freeze="all", label_smoothing=0.0, label="sam-head"),
-                  dict(freeze="none", lr=0.01, label="sam-ls-full"),
-                  dict(freeze="none", lr=0.01, optimizer="sgd", label_smoothing=0.0, label="sgd-full"),
-                  dict(freeze="none", lr=0.01, label_smoothing=0.0, label="sam-full"),
-                  dict(init_from=None, freeze="none", label="scratch-sam-ls")],
-        seeds=[1, 2, 3],
-        quick=dict(limit_train=128, limit_test=150),
-    ),
-    "cifar-cnn-lecture": dict(
-        description="The lecture's small CNN (cifar_cnn, 21,699 parameters) on its 3 CIFAR-100 classes 0, 55, 58 "
-                    "(apple, otter, pickup_truck): the lecture's settings (Adam 1e-3, batch 64, 30 epochs, no "
-                    "augmentation; it reported test 0.8933, macro F1 0.8928, train 1.0000), then the same network "
-                    "with tfcnn's crop + flip, a cosine schedule, decoupled weight decay and label smoothing.",
-        base=dict(arch="cifar_cnn", dataset="cifar100", classes=["0", "55", "58"], optimizer="adam", batch_size=64),
-        variants=[dict(augment=False, epochs=30, lr=1e-3, schedule="constant", label="lecture"),
-                  dict(augment=True, epochs=100, lr=2e-3, schedule="cosine", warmup_epochs=2, weight_decay=5e-4,
-                       label_smoothing=0.1, label="aug-cosine-100"),
-                  dict(augment=True, epochs=100, lr=2e-3, schedule="cosine", warmup_epochs=2, weight_decay=5e-4,
-                       label_smoothing=0.1, cutout=8, label="aug-cutout8-cosine-100"),
-                  dict(augment=True, epochs=200, lr=2e-3, schedule="cosine", warmup_epochs=2, weight_decay=5e-4,
-                       label_smoothing=0.1, label="aug-cosine-200"),
-                  dict(augment=True, epochs=200, lr=2e-3, schedule="cosine", warmup_epochs=2, weight_decay=5e-4,
-                       label_smoothing=0.1, cutout=8, label="aug-cutout8-cosine-200"),
-                  # AdamW's decay is scaled by the learning rate: 5e-4 x 2e-3 per step barely moves a weight.
-                  dict(augment=True, epochs=200, lr=2e-3, schedule="cosine", warmup_epochs=2, weight_decay=0.05,
-                       label_smoothing=0.1, cutout=8, label="aug-cutout8-wd0.05-cosine-200"),
-                  dict(augment=True, epochs=200, lr=5e-3, schedule="cosine", warmup_epochs=2, weight_decay=0.05,
-                       label_smoothing=0.1, cutout=8, label="aug-cutout8-wd0.05-lr5e-3-cosine-200"),
-                  dict(augment=True, epochs=100, optimizer="sgd", lr=0.05, schedule="cosine", warmup_epochs=2,
-                       weight_decay=5e-4, label_smoothing=0.1, cutout=8, label="sgd-aug-cutout8-cosine-100"),
-                  dict(augment=True, epochs=100, optimizer="sam", lr=0.05, schedule="cosine", warmup_epochs=2,
-                       weight_decay=5e-4, label_smoothing=0.1, cutout=8, label="sam-aug-cutout8-cosine-100")],
-    ),
-    "cifar-cnn-seeds": dict(
-        description="The cifar_cnn recipe picked from the grid cifar-cnn-lecture (sgd-aug-cutout8-cosine-100, the best "
-                    "test accuracy of one seed there, so that figure is optimistic) re-run with three fresh seeds, which "
-                    "are the unbiased estimate: SGD 0.05 Nesterov, cosine with 2 warmup epochs, 100 epochs, crop + flip + "
-                    "8-pixel cutout, weight decay 5e-4, label smoothing 0.1. The seed also draws the validation split.",
-        base=dict(arch="cifar_cnn", dataset="cifar100", classes=["0", "55", "58"], batch_size=64, augment=True,
-                  epochs=100, optimizer="sgd", lr=0.05, schedule="cosine", warmup_epochs=2, weight_decay=5e-4,
-                  label_smoothing=0.1, cutout=8),
-        variants=[dict(seed=1), dict(seed=2), dict(seed=3)],
-    ),
-    "resnet-recipe": dict(
-        description="Short runs for the ResNet-32 60-epoch recipe (issue 11): ResNet-20 (stack_n 3), 20 epochs, the "
-                    "recipe of configs/resnet32_cifar10_fast.yaml (SGD 0.1 Nesterov, batch 128, cosine after 1 warmup "
-                    "epoch, label smoothing 0.1) with its two regularisers varied, 2 x 2: L2 5e-4 (the file's; Keras' "
-                    "L2 adds wd x w^2 to the loss, so its gradient is PyTorch's weight_decay 1e-3) or 2.5e-4 (PyTorch's "
-                    "usual 5e-4), and cutout 16 (the file's) or 8. The 60-epoch ResNet-32 with the file's recipe "
-                    "ended with train accuracy (0.919, augmented) below validation (0.924): too much regularisation "
-                    "for 60 epochs?",
-        base=dict(arch="resnet", stack_n=3, dataset="cifar10", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
-                  batch_size=128, epochs=20, schedule="cosine", warmup_epochs=1, label_smoothing=0.1),
-        variants=[dict(weight_decay=5e-4, cutout=16, label="l2-5e-4-cutout16"),
-                  dict(weight_decay=2.5e-4, cutout=16, label="l2-2.5e-4-cutout16"),
-                  dict(weight_decay=5e-4, cutout=8, label="l2-5e-4-cutout8"),
-                  dict(weight_decay=2.5e-4, cutout=8, label="l2-2.5e-4-cutout8")],
-        quick=dict(limit_train=512, limit_test=500),
-    ),
-    "reptiles-transfer": dict(
-        description="The ResNet lab's transfer: the ResNet-32 trained on CIFAR-10 (configs/resnet32_cifar10_fast.yaml, shipped as "
-                    "`pretrained:resnet32-cifar10`) moved to the 15-class CIFAR-10 + reptiles set with a new 15-way head, "
-                    "5 epochs each, against a fresh ResNet-32 trained from scratch for the same 5 epochs (the "
-                    "CIFAR-10 recipe's lr, warmup and L2). head: only the head trains (the lab's set-up; the lab trained "
-                    "it 20 epochs). last-stage: stage 3, the final BatchNorm and the head train. full-bn-frozen: everything "
-                    "but BatchNorm trains at a low rate, after a 1-epoch warmup.",
-        base=dict(_REPTILES, epochs=5, weight_decay=5e-4),
-        variants=[dict(freeze="all", lr=0.1, label="head"), *_REPTILE_SETUPS],
-        class_f1=_REPTILE_NAMES,
-    ),
-    "reptiles-transfer-20": dict(
-        description="The ResNet lab's transfer at the lab's budget, 20 epochs: the ResNet-32 of "
-                    "configs/resnet32_cifar10_fast.yaml (`pretrained:resnet32-cifar10`) moved to the 15-class CIFAR-10 + "
-                    "reptiles set with a new 15-way head, against a fresh ResNet-32 trained from scratch for the same 20 "
-                    "epochs. head-lab: only the head trains, no class weights (the lab's set-up). The others weigh each "
-                    "image's loss by the square root of its class's balanced weight (--class-weight sqrt: a reptile image "
-                    "counts ~3.2x a CIFAR-10 one), which the 5-epoch probe showed lifts the reptiles' recall. last-stage: "
-                    "stage 3, the final BatchNorm and the head train. full-bn-frozen: everything but BatchNorm trains at "
-                    "a low rate after a 1-epoch warmup.",
-        base=dict(_REPTILES, epochs=20, weight_decay=2.5e-4, class_weight="sqrt"),
-        variants=[dict(freeze="all", lr=0.1, class_weight="none", label="head-lab"), *_REPTILE_SETUPS],
-        class_f1=_REPTILE_NAMES,
-    ),
-}
+# The built-in grids: configs/grids/<name>.yaml in a tfcnn checkout (the folder is not part of an installed wheel).
+GRIDS_DIR = Path(__file__).resolve().parents[1] / "configs" / "grids"
 # --quick: a smoke run of the grid, not a result.
 QUICK = dict(epochs=1, limit_train=256, limit_test=500)
 # Fields that may differ between a finished run and the request that reuses it.
@@ -194,13 +42,19 @@ _FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads
 
 # ---------------------------------------------------------------- grids and their configurations
 
+def grid_names():
+    """The built-in grids' names (configs/grids/*.yaml)."""
+    return sorted(p.stem for p in GRIDS_DIR.glob("*.yaml"))
+
+
 def load_grid(name_or_path):
-    """(name, grid dict) for a GRIDS name or a .yaml/.json grid file."""
-    if name_or_path in GRIDS:
-        return name_or_path, GRIDS[name_or_path]
+    """(name, grid dict) for a built-in grid's name or a .yaml/.json grid file."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml", ".json"):
-        raise TfcnnError(f"unknown grid {name_or_path!r}; choose one of {', '.join(GRIDS)} or pass a .yaml/.json grid file")
+        if not (GRIDS_DIR / f"{name_or_path}.yaml").is_file():
+            known = ", ".join(grid_names()) or f"none here: they are {GRIDS_DIR} of a tfcnn checkout"
+            raise TfcnnError(f"unknown grid {name_or_path!r}; choose one of {known} or pass a .yaml/.json grid file")
+        path = GRIDS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise TfcnnError(f"grid file {path} does not exist")
     try:
@@ -621,89 +475,6 @@ def show(table):
     display(Markdown(Path(table.attrs["markdown"]).read_text()), Image(filename=table.attrs["figure"]))
 
 
-def validation_mistakes(dataset="notmnist", data_dir=None, *, arch="lenet5", epochs=2, limit_train=None,
-                        batch_size=128, seed=0):
-    """What the notMNIST lab's two mistakes cost, measured on one small model, trained three ways.
-
-    1. correct: stratified shuffled 10% validation split, inputs standardised (train mean/std);
-    2. Keras `validation_split=0.1` on the label-sorted training arrays: the last 10% of a set stored
-       letter by letter holds one or two letters, which the model then never trains on;
-    3. raw 0-255 pixels fed to the network (no normalisation), stratified split.
-    Returns (table, val_counts): one row per setup (validation classes, val and test accuracy) and
-    the per-class counts of the two validation sets.
-    """
-    import keras
-    import pandas as pd
-
-    from tfcnn import data, models
-
-    ds = data.load(dataset, data_dir)
-    x, y = ds.x_train, ds.y_train
-    if limit_train and limit_train < len(y):
-        keep = np.sort(np.random.default_rng(seed).choice(len(y), limit_train, replace=False))
-        x, y = x[keep], y[keep]  # sorted indices: the stored (label) order is kept
-    x_tr, y_tr, x_val, y_val = data.split_validation(x, y, 0.1, seed)
-    tail = y[-int(round(0.1 * len(y))):]
-    counts = pd.DataFrame({"last 10% (validation_split=0.1)": np.bincount(tail, minlength=ds.num_classes),
-                           "stratified 10%": np.bincount(y_val, minlength=ds.num_classes)},
-                          index=pd.Index(ds.class_names, name="class"))
-
-    def fit(train_x, train_y, normalization, **fit_kwargs):
-        keras.utils.set_random_seed(seed)
-        model = models.build(arch, ds.image_shape, ds.num_classes, normalization=normalization)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        hist = model.fit(train_x.astype("float32"), train_y, epochs=epochs, batch_size=batch_size, verbose=0,
-                         **fit_kwargs)
-        _, test_acc = model.evaluate(ds.x_test.astype("float32"), ds.y_test, verbose=0)
-        keras.utils.clear_session()
-        return hist.history["val_accuracy"][-1], test_acc
-
-    stats = [s.tolist() for s in data.normalization_stats(x_tr)]
-    rows = []
-    for setup, val_y, (val_acc, test_acc) in [
-        ("stratified split, standardised inputs (correct)", y_val,
-         fit(x_tr, y_tr, stats, validation_data=(x_val.astype("float32"), y_val))),
-        ("last 10% as validation (Keras validation_split=0.1)", tail,
-         fit(x, y, stats, validation_split=0.1)),
-        ("stratified split, raw 0-255 pixels", y_val,
-         fit(x_tr, y_tr, None, validation_data=(x_val.astype("float32"), y_val))),
-    ]:
-        present = [ds.class_names[c] for c in np.unique(val_y)]
-        rows.append({"setup": setup, "validation classes": "".join(present) if len(present) <= 3 else
-                     f"all {len(present)}", "val accuracy": val_acc, "test accuracy": test_acc})
-    return pd.DataFrame(rows), counts
-
-
-def linear_baseline(dataset="notmnist", data_dir=None, *, limit_train=None, seed=0, max_iter=200):
-    """Test accuracy of multinomial logistic regression on standardised raw pixels (scikit-learn).
-
-    lbfgs stops after `max_iter` iterations; `converged` says whether it got there first.
-    """
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    from tfcnn import data
-
-    ds = data.load(dataset, data_dir)
-    x, y = ds.x_train, ds.y_train
-    if limit_train and limit_train < len(y):
-        keep = np.random.default_rng(seed).choice(len(y), limit_train, replace=False)
-        x, y = x[keep], y[keep]
-    mean, std = data.normalization_stats(x)
-
-    def flat(images):
-        return ((images.astype("float32") - mean) / np.where(std > 0, std, 1)).reshape(len(images), -1)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # reported as `converged` instead
-        clf = LogisticRegression(max_iter=max_iter).fit(flat(x), y)
-    return {"train_images": int(len(y)), "test_accuracy": float(clf.score(flat(ds.x_test), ds.y_test)),
-            "iterations": int(clf.n_iter_.max()), "converged": bool(clf.n_iter_.max() < max_iter)}
-
-
 # ---------------------------------------------------------------- CLI
 
 def _parse_set(items):
@@ -718,7 +489,7 @@ def _parse_set(items):
 
 def main(argv=None):
     parser = ArgumentParser(prog="python -m tfcnn.experiments", description=__doc__.split("\n")[0])
-    parser.add_argument("grid", nargs="?", help=f"a grid name ({', '.join(GRIDS)}) or a .yaml/.json grid file")
+    parser.add_argument("grid", nargs="?", help=f"a grid name ({', '.join(grid_names())}) or a .yaml/.json grid file")
     parser.add_argument("--list", action="store_true", help="list the built-in grids and their variants")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: the grid's)")
     parser.add_argument("--limit-train", type=int, default=None, help="train every run on the first N training images (default: all)")
@@ -731,8 +502,8 @@ def main(argv=None):
                         help="a Config field for every run, e.g. --set width=1000 (repeatable)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     if args.list:
-        for name, grid in GRIDS.items():
-            print(f"{name}: {', '.join(variant_label(v) for v in grid['variants'])}")
+        for name in grid_names():
+            print(f"{name}: {', '.join(variant_label(v) for v in load_grid(name)[1]['variants'])}")
         return 0
     if not args.grid:
         raise TfcnnError("name a grid (python -m tfcnn.experiments --list) or a .yaml/.json grid file")
