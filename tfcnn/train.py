@@ -38,6 +38,7 @@ import keras
 from tfcnn import config as config_lib, runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.hardware import cpu_has_bf16 as _cpu_has_bf16  # a module name configure_runtime looks up (tests patch it)
+from tfcnn.hardware import cpu_info, describe_cpu
 
 # Fields that may differ between an interrupted run and its resumption (a run folder may have been moved).
 # steps_per_execution changes no result (tests/test_faults.py resumes a run with it to the plain run's metrics).
@@ -548,6 +549,7 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
         "epoch_time_s": round(train_time / len(hist), 3) if hist else None,
         "train_images_per_s": round(pipes.train_size * len(hist) / train_time, 1) if train_time else None,
         "precision_policy": precision, "replicas": replicas, "frozen_layers": frozen,
+        "cpu": describe_cpu(cpu_info()),  # every time above is this machine's
     }
     class_ids = ds.class_ids or list(range(ds.num_classes))
     if tta:
@@ -578,10 +580,9 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
           f"{extra['epochs']} epochs in {train_time:.0f}s ({extra['train_images_per_s']} img/s) -> {run_dir}, {target}",
           flush=True)
     if tta:
-        from tfcnn.hardware import cpu_info, describe_cpu
 
         print(f"{config.name}: single-view {t['accuracy']:.4f}, TTA {tta['accuracy']:.4f} ({tta['views']} views), "
-              f"{extra['time_to_tta_s']:.1f} s from the start of training to the TTA accuracy ({describe_cpu(cpu_info())})",
+              f"{extra['time_to_tta_s']:.1f} s from the start of training to the TTA accuracy ({extra['cpu']})",
               flush=True)
     return metrics
 
