@@ -580,7 +580,6 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
           f"{extra['epochs']} epochs in {train_time:.0f}s ({extra['train_images_per_s']} img/s) -> {run_dir}, {target}",
           flush=True)
     if tta:
-
         print(f"{config.name}: single-view {t['accuracy']:.4f}, TTA {tta['accuracy']:.4f} ({tta['views']} views), "
               f"{extra['time_to_tta_s']:.1f} s from the start of training to the TTA accuracy ({extra['cpu']})",
               flush=True)
