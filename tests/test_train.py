@@ -274,7 +274,7 @@ def test_ema_under_a_mirrored_strategy_validates_and_keeps_the_average(tmp_path,
     import pandas as pd
 
     from tfcnn import data
-    from tfcnn.evaluate import load_model
+    from tfcnn.models import load_model
 
     def run(name, *extra):
         _mirrored_lenet5(tmp_path, shared_data, name, "--val-fraction", "0.5", "--epochs", "2", "--mixed-precision",

@@ -181,7 +181,7 @@ class Config:
         return opts
 
     def validate(self):
-        from tfcnn import models
+        from tfcnn import models  # imports Keras and TensorFlow: reading and writing configs needs neither
 
         def need(ok, message):
             if not ok:

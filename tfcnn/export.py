@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import runfiles
+from tfcnn import data, evaluate, predict, pretrained, runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.meta import META_FILE, read_meta  # noqa: F401  (read_meta: part of this module's API)
 
@@ -108,6 +108,8 @@ def _write_json(path, obj):
 
 
 # ---------------------------------------------------------------- writers (into a given path)
+# Keras, TensorFlow and the converters are imported inside the writers: importing tfcnn.export (--help, tfcnn.ship,
+# tfcnn.bench_inference) loads no TensorFlow.
 
 def _write_saved_model(model, folder, meta):
     import keras
@@ -212,8 +214,6 @@ def compare(reference, probs, tolerance):
 
 
 def _check(fmt, path, images, reference, tolerance):
-    from tfcnn import predict
-
     runner = predict.open_model(path, kind=fmt)
     return compare(reference, runner.probs(images), tolerance)
 
@@ -254,9 +254,7 @@ def export(model, fmt, target, *, images, meta, tolerance=None, keep=(), images_
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.input_shape[1:]):
         raise TfcnnError(f"check images have shape {images.shape[1:]}, the model takes {tuple(model.input_shape[1:])}")
-    from tfcnn.evaluate import predict_proba
-
-    reference = predict_proba(model, images)
+    reference = evaluate.predict_proba(model, images)
     target = Path(target)
     meta = dict(meta)
     about = {"format": fmt, **({"images_from": images_from} if images_from else {})}
@@ -323,8 +321,6 @@ def check_indices(total, count):
 
 
 def _check_images(dataset, data_dir, count, input_shape):
-    from tfcnn import data
-
     ds = data.load(dataset, data_dir)
     if tuple(ds.image_shape) != tuple(input_shape):
         raise TfcnnError(f"{dataset} has {ds.image_shape} images but the model takes {tuple(input_shape)}; "
@@ -351,8 +347,7 @@ def main(argv=None):
     if args.check_images < MIN_CHECK_IMAGES:
         raise TfcnnError(f"--check-images must be at least {MIN_CHECK_IMAGES}, got {args.check_images}")
 
-    from tfcnn import pretrained
-    from tfcnn.evaluate import load_model
+    from tfcnn import models  # imports Keras and TensorFlow: after the flags, so that --help is instant
 
     shipped = args.model.startswith(pretrained.PREFIX)
     source = Path(pretrained.resolve(args.model))
@@ -362,7 +357,7 @@ def main(argv=None):
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise TfcnnError(f"{source} has no {META_FILE} naming its dataset; pass --dataset for the check images")
-    model = load_model(source)
+    model = models.load_model(source)
     ds, images = _check_images(dataset, args.data_dir, args.check_images, model.input_shape[1:])
     num_classes = int(model.output_shape[-1])
     if not meta.get("class_names"):

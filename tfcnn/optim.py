@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfcnn.errors import TfcnnError
+from tfcnn.initializers import WHITEN_LAYER
 
 
 @keras.saving.register_keras_serializable(package="tfcnn")
@@ -186,8 +187,6 @@ def recipe_rules(model, config, steps_per_epoch):
             if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
                 rules[layer.beta.path] = [config.bn_bias_lr, None]
     if config.whiten_bias_epochs is not None or config.whiten_bias_lr != 1.0:
-        from tfcnn.initializers import WHITEN_LAYER
-
         try:
             layer = model.get_layer(WHITEN_LAYER)
         except ValueError:

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import meta as meta_lib
+from tfcnn import hardware, meta as meta_lib, pretrained
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 KINDS = ("savedmodel", "keras", "onnx", "tflite")
@@ -66,8 +66,6 @@ def _kind_of(path):
 
 def open_model(path, kind=None):
     """Load the model at `path` (kind inferred from the path unless given) for `Model.probs`."""
-    from tfcnn import pretrained  # no TensorFlow either
-
     path = Path(pretrained.resolve(path))
     if not path.exists():
         raise TfcnnError(f"no model at {path}; pass a SavedModel folder, saved_models/<name>, "
@@ -85,7 +83,7 @@ def open_model(path, kind=None):
 
 
 def _open_savedmodel(path, meta):
-    import tensorflow as tf
+    import tensorflow as tf  # here, not at the top: ONNX and TFLite models run without TensorFlow
 
     loaded = tf.saved_model.load(str(path))
     signature = loaded.signatures["serving_default"]
@@ -99,9 +97,9 @@ def _open_savedmodel(path, meta):
 
 
 def _open_keras(path, meta):
-    from tfcnn.evaluate import load_model
+    from tfcnn import models  # imports Keras and TensorFlow: ONNX and TFLite models run without them
 
-    model = load_model(path)
+    model = models.load_model(path)
     # predict_on_batch, not predict: Model.probs already cuts batches of 256, and predict's per-call set-up
     # (a tf.data pipeline, callbacks) made batch-1 latency 84x (LeNet-5) and 10x (ResNet-32) slower
     # (docs/RESULTS.md, "Inference speed of the exports").
@@ -114,8 +112,6 @@ def runtime_threads():
     the shipped exports"): on an idle 2-core Zen 5 both cores gave ResNet-32 1.9-2.0x the batch-256 throughput
     and 1.6x lower batch-1 latency than one thread; on a Zen 4 whose 2 cores ran two trainings, one
     non-spinning thread was the fastest setting of onnxruntime in both."""
-    from tfcnn import hardware
-
     cores = os.cpu_count() or 1
     load = hardware.load_average()
     return 1 if load and load[0] >= cores else cores

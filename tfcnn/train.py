@@ -34,8 +34,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import tensorflow as tf
 
-from tfcnn import config as config_lib, runfiles
+from tfcnn import (checkpoints, config as config_lib, data, distributed, evaluate, export, hardware, initializers,
+                   kernels, models, optim, runfiles, transfer)
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.hardware import cpu_has_bf16 as _cpu_has_bf16  # a module name configure_runtime looks up (tests patch it)
 
@@ -48,8 +50,6 @@ _RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_
 def configure_runtime(config):
     """Threads, logical CPU devices, the distribution strategy, seeds and precision, in the order
     TensorFlow needs (before its runtime starts). Returns (strategy, precision policy name)."""
-    import tensorflow as tf
-
     try:
         # TF's own thread pools unless --cpu-threads is given: with the fused-BatchNorm bfloat16 graph
         # they train ResNet-32 1.15x faster than pinning inter-op 2 / intra-op all cores (which helped
@@ -88,8 +88,6 @@ def configure_runtime(config):
 
 def _set_onednn_bfloat16(enabled):
     """Switch TF's oneDNN bfloat16 auto-mixed-precision graph pass (for graphs traced from now on)."""
-    import tensorflow as tf
-
     tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": enabled})
 
 
@@ -104,11 +102,7 @@ def _onednn_enabled():
 
 
 def make_strategy(config):
-    import tensorflow as tf
-
     if config.strategy == "multiworker":
-        from tfcnn import distributed
-
         return distributed.multi_worker_strategy(config.peer_timeout)  # cluster from TF_CONFIG; before any op
     gpus = tf.config.list_logical_devices("GPU")
     if config.strategy == "mirrored":
@@ -170,8 +164,6 @@ def _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True,
     """tfcnn's callbacks for both loops; `backup`: BackupAndRestore (model.fit's; the distributed loop checkpoints
     itself), restoring `restore` (checkpoints.restore_point). It goes last, after any `extra` callbacks: an epoch
     counts as done once every other file holds it, so a kill before that redoes the epoch and loses nothing."""
-    from tfcnn import checkpoints
-
     history = run_dir / ("history.csv" if stage == "train" else f"history_{stage}.csv")
     checkpoints.trim_history(history, initial_epoch)  # rows of epochs the backup does not hold
     callbacks = [
@@ -186,9 +178,7 @@ def _make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True,
     if config.ema > 0:
         callbacks.insert(0, checkpoints.EMAValidation())
     if config.whiten_bias_epochs is not None and stage == "train":
-        from tfcnn.initializers import WHITEN_LAYER
-
-        callbacks.insert(0, FreezeAt(WHITEN_LAYER, config.whiten_bias_epochs))
+        callbacks.insert(0, FreezeAt(initializers.WHITEN_LAYER, config.whiten_bias_epochs))
     if config.tensorboard:
         callbacks.append(checkpoints.TensorBoard(str(run_dir / "logs" / stage), profile_batch=0))
     last = [checkpoints.BackupAndRestore(run_dir / f"backup_{stage}", restore)] if backup else []
@@ -270,8 +260,6 @@ class EpochFeed(keras.callbacks.Callback):
     call short. Keras makes a new iterator at each epoch's start when fit has no steps_per_epoch."""
 
     def __init__(self, pipes, seed, steps):
-        import tensorflow as tf
-
         super().__init__()
         self.current = tf.Variable(0, dtype=tf.int64, trainable=False, name="feed_epoch")
         seed = tf.constant(seed, tf.int64)
@@ -296,9 +284,6 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
     """One training stage, resumed after its last finished epoch: model.fit on one device, the distributed
     EpochLoop under a tf.distribute strategy (Keras 3.15's fit cannot run under MultiWorkerMirroredStrategy,
     keras-team/keras#20585)."""
-    from tfcnn import checkpoints, distributed
-    from tfcnn.data import train_epochs
-
     backup = run_dir / f"backup_{stage}"
     done = run_dir / f"{stage}.done"
     loop = restore = None
@@ -325,7 +310,7 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
             feed = EpochFeed(pipes, config.seed, steps)
             train, steps_per_epoch, callbacks = feed.dataset, None, [feed, *callbacks, CallProgbar()]
         else:
-            train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
+            train = data.train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
             steps_per_epoch = steps
         if loop is None:
             model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -352,8 +337,6 @@ def _fit_stage(model, config, pipes, run_dir, stage, epochs, steps, strategy, ch
 
 def _custom_loop(strategy):
     """Mirrored strategies (one machine or several) train in distributed.EpochLoop, one device in model.fit."""
-    import tensorflow as tf
-
     return isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
 
 
@@ -369,13 +352,9 @@ def _compile(model, config, optimizer, num_classes, steps_per_execution=None):
 
 
 def _build_model(config, pipes, num_classes):
-    from tfcnn import models, transfer
-    from tfcnn.evaluate import load_model
-    from tfcnn.optim import with_sam
-
     frozen = []
     if config.init_from:
-        base = load_model(config.init_from)
+        base = models.load_model(config.init_from)
         if tuple(base.input_shape[1:]) != tuple(pipes.image_shape):
             raise TfcnnError(f"--init-from model takes {base.input_shape[1:]} images but {config.dataset} has "
                              f"{tuple(pipes.image_shape)}; fine-tune on data of the same shape")
@@ -386,7 +365,7 @@ def _build_model(config, pipes, num_classes):
                              normalization=(pipes.mean.tolist(), pipes.std.tolist()), **config.model_options())
         _data_driven_init(model, config, pipes)
     if config.optimizer == "sam":
-        sam = with_sam(model, config.sam_rho)
+        sam = optim.with_sam(model, config.sam_rho)
         return sam, model, frozen
     return model, model, frozen
 
@@ -394,8 +373,6 @@ def _build_model(config, pipes, num_classes):
 def _data_driven_init(model, config, pipes):
     """airbench's initialisations (tfcnn.initializers), when the config asks for them. A resumed run's backup
     overwrites them with the trained weights."""
-    from tfcnn import initializers
-
     if config.dirac_init:
         initializers.dirac_init(model)
     if config.whiten_init:
@@ -413,8 +390,6 @@ def train_and_evaluate(config, callbacks=()):
     if config.verbose is None:  # progress bars for a terminal, one line per epoch for a log file or pipe
         config = dataclasses.replace(config, verbose=1 if sys.stdout.isatty() else 2)
     strategy, precision = configure_runtime(config)
-    from tfcnn import distributed
-
     if not config.name:
         config.name = f"{config.arch}-{config.dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     chief = distributed.is_chief(strategy)
@@ -434,9 +409,6 @@ def train_and_evaluate(config, callbacks=()):
 
 def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
     """train_and_evaluate, holding the run folder's lock."""
-    from tfcnn import data, distributed, transfer
-    from tfcnn.optim import make_optimizer, with_sam
-
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     ds = data.load(config.dataset, config.data_dir, classes=config.classes)
@@ -454,7 +426,7 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
     with strategy.scope():
         model, plain, frozen = _build_model(config, pipes, ds.num_classes)
         decoupled = config.arch != "resnet" or bool(config.init_from)
-        _compile(model, config, make_optimizer(config, steps, decoupled_weight_decay=decoupled, model=plain,
+        _compile(model, config, optim.make_optimizer(config, steps, decoupled_weight_decay=decoupled, model=plain,
                                                global_batch=global_batch), ds.num_classes,
                  steps_per_execution=per_call)
     saved_dir = Path(config.saved_models_dir) / config.name
@@ -481,9 +453,9 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
                 plain.load_weights(run_dir / "best.weights.h5")
             with strategy.scope():
                 transfer.unfreeze_for_fine_tuning(plain)
-                model = with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
+                model = optim.with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
                 lr = config.fine_tune_lr or config.lr / 10
-                _compile(model, config, make_optimizer(config, steps, lr=lr, epochs=config.fine_tune_epochs,
+                _compile(model, config, optim.make_optimizer(config, steps, lr=lr, epochs=config.fine_tune_epochs,
                                                        decoupled_weight_decay=decoupled), ds.num_classes,
                          steps_per_execution=per_call)
             _fit_stage(model, config, pipes, run_dir, "fine_tune", config.fine_tune_epochs, steps, strategy, chief,
@@ -509,15 +481,11 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
     """Evaluate the best checkpoint on test; write the report, figures, model.keras, the SavedModel and,
     last, metrics.json (which marks the run finished: the same command then stops at once, so every other
     file must be whole before it exists). Returns the metrics."""
-    from tfcnn import distributed, evaluate, export
-
     tta = None
     if config.tta != "none":
         # The TTA pass is on the speedrun's clock (as airbench's, whose views run at its training precision), so
         # it runs at the training precision too; the single view and every export below are float32.
         plain.load_weights(run_dir / "best.weights.h5")
-        from tfcnn import kernels
-
         tta_start = time.perf_counter()
         with kernels.compiled_inference():
             tta_metrics, _, _ = evaluate.test_report(plain, pipes.x_test, pipes.y_test, pipes.class_names,
@@ -578,10 +546,9 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
           f"{extra['epochs']} epochs in {train_time:.0f}s ({extra['train_images_per_s']} img/s) -> {run_dir}, {target}",
           flush=True)
     if tta:
-        from tfcnn.hardware import cpu_info, describe_cpu
-
         print(f"{config.name}: single-view {t['accuracy']:.4f}, TTA {tta['accuracy']:.4f} ({tta['views']} views), "
-              f"{extra['time_to_tta_s']:.1f} s from the start of training to the TTA accuracy ({describe_cpu(cpu_info())})",
+              f"{extra['time_to_tta_s']:.1f} s from the start of training to the TTA accuracy "
+              f"({hardware.describe_cpu(hardware.cpu_info())})",
               flush=True)
     return metrics
 
