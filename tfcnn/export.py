@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import data, evaluate, predict, pretrained, runfiles
+from tfcnn import compat, data, evaluate, predict, pretrained, runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.meta import META_FILE, read_meta  # noqa: F401  (read_meta: part of this module's API)
 
@@ -113,18 +113,13 @@ def _write_json(path, obj):
 
 def _write_saved_model(model, folder, meta):
     import keras
-    from keras.src.export.export_utils import get_input_signature
 
     folder = Path(folder)
-    # model.export(format="tf_saved_model") with the duplicate dropped: Keras 3.15's archive stores every
-    # weight twice (its `variables` lists and, as separate checkpoint values, the serving function's
-    # captured `_all_variables`), so variables/ was twice the weights. The serving signature needs only the
-    # captured ones; its outputs are unchanged (tests/test_export.py).
+    # model.export(format="tf_saved_model") without its duplicate of every weight (compat.drop_duplicate_variables);
+    # the serving signature's outputs are unchanged (tests/test_export.py).
     archive = keras.export.ExportArchive()
-    archive.track_and_add_endpoint("serve", model, get_input_signature(model))
-    archive._tf_trackable.variables = []
-    archive._tf_trackable.trainable_variables = []
-    archive._tf_trackable.non_trainable_variables = []
+    archive.track_and_add_endpoint("serve", model, compat.input_signature(model))
+    compat.drop_duplicate_variables(archive)
     archive.write_out(str(folder), verbose=False)
     model.save(folder / "model.keras")
     _write_saved_model_meta(folder, meta)
@@ -144,30 +139,20 @@ def _write_keras(model, path, meta):
 def _frozen_function(model):
     """The model's forward pass as a graph with every weight and constant folded in."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")
-    concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
-    return convert_variables_to_constants_v2(concrete)
+    return compat.frozen_function(tf.function(lambda images: model(images, training=False)).get_concrete_function(spec))
 
 
 def _write_onnx(model, path, meta):
     # Not model.export(format="onnx"): tf2onnx's from_function turns every captured non-variable
     # tensor into a graph input, so the constant mean/std of a Normalization layer became two
     # extra required inputs (Keras 3.15 + tf2onnx 1.17). Converting the frozen graph avoids that.
-    import warnings
-
     import onnx
     import tensorflow as tf
 
     frozen = _frozen_function(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        try:  # tf2onnx 1.17 still uses np.object etc.; Keras ships the same shim for its own exporter
-            from keras.src.export.tf2onnx_lib import patch_tf2onnx
-            patch_tf2onnx()
-        except ImportError:
-            pass
+    compat.patch_tf2onnx()
     import tf2onnx
 
     tf_log_level = tf.get_logger().level

@@ -132,7 +132,7 @@ class RecipeSGD(keras.optimizers.SGD):
         schedule = self._learning_rate
         return float(getattr(schedule, "base_lr", None) or ops.convert_to_numpy(self.learning_rate))
 
-    def _backend_apply_gradients(self, grads, trainable_variables):
+    def _backend_apply_gradients(self, grads, trainable_variables):  # a private Keras hook (tfcnn.compat.OVERRIDDEN)
         if self.lookahead_every:
             def start():  # the average starts at the weights training starts from
                 for average, var in zip(self._averages, self._averaged):

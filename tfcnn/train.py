@@ -36,8 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
-from tfcnn import (checkpoints, config as config_lib, data, distributed, evaluate, export, hardware, initializers,
-                   kernels, models, optim, runfiles, transfer)
+from tfcnn import (checkpoints, compat, config as config_lib, data, distributed, evaluate, export, hardware,
+                   initializers, kernels, models, optim, runfiles, transfer)
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.hardware import cpu_has_bf16 as _cpu_has_bf16  # a module name configure_runtime looks up (tests patch it)
 
@@ -69,7 +69,7 @@ def configure_runtime(config):
         tf.config.experimental.enable_op_determinism()
     precision = config.mixed_precision
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    onednn = not gpu and _onednn_enabled()
+    onednn = not gpu and compat.onednn_enabled()
     if precision == "auto":
         # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.4x and LeNet-5 1.06x faster
         # in bfloat16, with ResNet-32's and ResNet-20's test accuracy unchanged
@@ -89,16 +89,6 @@ def configure_runtime(config):
 def _set_onednn_bfloat16(enabled):
     """Switch TF's oneDNN bfloat16 auto-mixed-precision graph pass (for graphs traced from now on)."""
     tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": enabled})
-
-
-def _onednn_enabled():
-    """oneDNN kernels are on (TF's default on Linux x86; TF_ENABLE_ONEDNN_OPTS=0 turns them off)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
 
 
 def make_strategy(config):
