@@ -124,6 +124,19 @@ def plot_confusion_matrix(y_true, y_pred, class_names, path, title="Confusion ma
     plt.close(fig)
 
 
+def history(run_dir):
+    """The epochs of a run (train stage, then fine-tune), as one DataFrame with a 1-based `epoch`."""
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in (Path(run_dir) / "history.csv", Path(run_dir) / "history_fine_tune.csv")
+              if p.exists() and p.stat().st_size]
+    if not frames:
+        return pd.DataFrame(columns=["epoch", "accuracy", "loss", "val_accuracy", "val_loss"])
+    hist = pd.concat(frames, ignore_index=True)
+    hist["epoch"] = np.arange(1, len(hist) + 1)
+    return hist
+
+
 def plot_curves(history_csv, path):
     """Loss and accuracy, train vs validation, from a Keras CSVLogger file."""
     import matplotlib

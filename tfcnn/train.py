@@ -41,11 +41,6 @@ from tfcnn import (checkpoints, compat, config as config_lib, data, distributed,
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.hardware import cpu_has_bf16 as _cpu_has_bf16  # a module name configure_runtime looks up (tests patch it)
 
-# Fields that may differ between an interrupted run and its resumption (a run folder may have been moved).
-# steps_per_execution changes no result (tests/test_faults.py resumes a run with it to the plain run's metrics).
-_RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "peer_timeout", "runs_dir",
-                "saved_models_dir", "steps_per_execution", "tta"}
-
 
 def configure_runtime(config):
     """Threads, logical CPU devices, the distribution strategy, seeds and precision, in the order
@@ -112,7 +107,7 @@ def _check_run_dir(config, run_dir):
         raise TfcnnError(f"run {run_dir} already finished; choose another --name or pass --overwrite to replace it")
     if saved.exists():
         old = json.loads(saved.read_text())
-        changed = config.changed_from(old, _RESUME_FREE)
+        changed = config.changed_from(old, config_lib.RESUME_FREE)
         if changed:
             raise TfcnnError(f"{run_dir} holds an unfinished run with different settings ({', '.join(changed)}); "
                              "resume it with the same settings or choose another --name")
@@ -489,18 +484,18 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
     plain.load_weights(run_dir / "best.weights.h5")
     if _custom_loop(strategy):
         plain = distributed.outside_strategy(plain)  # evaluated, saved and exported by the chief alone
-    hist = _history_rows(run_dir)
+    hist = evaluate.history(run_dir).to_dict("records")  # epochs numbered from 1
     # Times summed over history.csv: a resumed run counts the epochs of its earlier processes too.
-    train_time = sum(float(row.get("epoch_time_s", 0)) for row in hist)
+    train_time = sum(row["epoch_time_s"] for row in hist if math.isfinite(row.get("epoch_time_s", math.nan)))
     validated = [row for row in hist if math.isfinite(row.get("val_accuracy", math.nan))]
     best_epoch = max(validated, key=lambda r: r["val_accuracy"]) if validated else {}
     kept = hist[-1] if config.checkpoint == "last" and hist else best_epoch
     extra = {
         "run": config.name, "arch": config.arch, "dataset": config.dataset,
         "params": int(plain.count_params()),
-        "epochs": len(hist), "best_epoch": int(best_epoch["epoch"]) + 1 if best_epoch else None,
+        "epochs": len(hist), "best_epoch": int(best_epoch["epoch"]) if best_epoch else None,
         "best_val_accuracy": best_epoch.get("val_accuracy"),
-        "checkpoint": config.checkpoint, "checkpoint_epoch": int(kept.get("epoch", -1)) + 1,
+        "checkpoint": config.checkpoint, "checkpoint_epoch": int(kept.get("epoch", 0)),
         "final_val_accuracy": hist[-1].get("val_accuracy") if validated else None,
         "train_time_s": round(train_time, 2), "wall_time_s": round(wall, 2),
         "epoch_time_s": round(train_time / len(hist), 3) if hist else None,
@@ -541,20 +536,6 @@ def _evaluate_and_save(config, plain, ds, pipes, strategy, run_dir, saved_dir, *
               f"({hardware.describe_cpu(hardware.cpu_info())})",
               flush=True)
     return metrics
-
-
-def _history_rows(run_dir):
-    import pandas as pd
-
-    frames = [pd.read_csv(p) for p in (run_dir / "history.csv", run_dir / "history_fine_tune.csv") if p.exists()]
-    if not frames:
-        return []
-    rows = []
-    for frame in frames:
-        offset = len(rows)
-        for row in frame.to_dict("records"):
-            rows.append({**row, "epoch": offset + int(row["epoch"])})
-    return rows
 
 
 def main(argv=None):
