@@ -176,7 +176,7 @@ def _check_normalization(normalization, channels):
     return mean.tolist(), std.tolist()
 
 
-def _classifier(x, num_classes, **dense_kwargs):
+def classifier(x, num_classes, **dense_kwargs):
     """Logits layer "predictions" + float32 softmax "probs": the head transfer learning swaps."""
     num_classes = _check_int("num_classes", num_classes, minimum=1)
     x = layers.Dense(num_classes, name="predictions", **dense_kwargs)(x)
@@ -203,7 +203,7 @@ def two_conv(input_shape, num_classes, *, normalization=None, width=5000):
     x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(width, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="two_conv")
+    return keras.Model(inputs, classifier(x, num_classes), name="two_conv")
 
 
 @register
@@ -220,7 +220,7 @@ def pooled(input_shape, num_classes, *, normalization=None, width=5000, pool="ma
     x = _pooling(pool, 2, name="pool1")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(width, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="pooled")
+    return keras.Model(inputs, classifier(x, num_classes), name="pooled")
 
 
 # --- MNIST lab ------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def lenet5(input_shape, num_classes, *, normalization=None, activation="tanh", p
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(dense_units, start=1):
         x = layers.Dense(units, activation=activation, name=f"fc{i}")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="lenet5")
+    return keras.Model(inputs, classifier(x, num_classes), name="lenet5")
 
 
 # --- CIFAR lecture --------------------------------------------------------------------------
@@ -280,7 +280,7 @@ def cifar_cnn(input_shape, num_classes, *, normalization=None):
     x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
     x = layers.AveragePooling2D(4, name="avg_pool")(x)
     x = layers.Flatten(name="flatten")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="cifar_cnn")
+    return keras.Model(inputs, classifier(x, num_classes), name="cifar_cnn")
 
 
 # --- ResNet lab -----------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def resnet(input_shape, num_classes, *, normalization=None, stack_n=5, activatio
     x = _bn("final_bn")(x)
     x = layers.Activation(activation, name=f"final_{activation}")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = _classifier(x, num_classes, kernel_initializer="he_normal",
+    outputs = classifier(x, num_classes, kernel_initializer="he_normal",
                           kernel_regularizer=regularizer)
     suffix = "" if activation == "relu" else f"_{activation}"
     return keras.Model(inputs, outputs, name=f"resnet{6 * stack_n + 2}{suffix}")
@@ -408,7 +408,7 @@ def airbench94(input_shape, num_classes, *, normalization=None, activation="gelu
         x = conv_group(x, filters, name=f"group{i}", activation=activation)
     x = layers.GlobalMaxPooling2D(name="max_pool")(x)
     x = layers.Rescaling(1 / 9, name="head_scale")(x)  # airbench's scaling_factor, before the linear head
-    outputs = _classifier(x, num_classes, use_bias=False, kernel_initializer=_torch_uniform())
+    outputs = classifier(x, num_classes, use_bias=False, kernel_initializer=_torch_uniform())
     model = keras.Model(inputs, outputs, name="airbench94")
     model.get_layer("whiten").kernel.trainable = False  # set from data, never trained; its bias trains
     return model
@@ -497,7 +497,7 @@ def mobilenet_v2(input_shape, num_classes, *, normalization=None, alpha=0.5, dro
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name=f"mobilenet_v2_{alpha:.2f}")
+    return keras.Model(inputs, classifier(x, num_classes), name=f"mobilenet_v2_{alpha:.2f}")
 
 
 # --- CLI: print a model's summary or its counts as JSON -------------------------------------
