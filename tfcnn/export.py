@@ -10,7 +10,8 @@ artefact X comes with X.json (class names, input shape, preprocessing, check), w
 `tfcnn.predict` and the web demo read; the ONNX file carries the same JSON in its metadata_props.
 
 Writes are atomic: an artefact is written to a temporary sibling and renamed into place only once
-it passed its check, so a failed or interrupted export never leaves anything under the target name.
+it passed its check (tfcnn.runfiles.atomic_path, atomic_dir), so a failed or interrupted export never leaves
+anything under the target name.
 One process writes a target at a time: a second export to it stops with one line naming the first
 (tfcnn.runfiles.Lock, a .<name>.lock file beside the target).
 """
@@ -42,49 +43,7 @@ MIN_CHECK_IMAGES = 256
 ONNX_OPSET = 17
 
 
-# ---------------------------------------------------------------- atomic writes
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_dir(target):
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the model folder should not be
-    return tmp
-
-
-def _replace_dir(tmp, target):
-    target = Path(target)
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / "x")
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-
-
-@contextlib.contextmanager
-def _atomic_file(target):
-    """Yield a temporary sibling of `target` (same suffix, so Keras and converters accept it);
-    rename it onto `target` if the block finishes, delete it whatever happens."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    tmp.chmod(0o666 & ~_umask())
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
+# ---------------------------------------------------------------- one writer per target
 
 @contextlib.contextmanager
 def _exclusive(target):
@@ -92,19 +51,14 @@ def _exclusive(target):
     tfcnn.runfiles.Lock) and first remove the temporaries a killed export to it left."""
     target = Path(target)
     with runfiles.Lock(target, "export target", hint="wait for it to finish or pass another --out"):
-        for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*", f".{target.stem}.tmp-*{target.suffix}"):
-            for leftover in target.parent.glob(pattern):
-                if leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
+        runfiles.remove_temporaries_of(target)
+        runfiles.remove_temporaries_of(_sidecar(target))
         yield
 
 
-def _write_json(path, obj):
-    """Write JSON atomically (temp sibling + rename)."""
-    with _atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+def _sidecar(target):
+    """X.json beside a file artefact X: its metadata (tfcnn.meta)."""
+    return target.with_name(target.name + ".json")
 
 
 # ---------------------------------------------------------------- writers (into a given path)
@@ -214,14 +168,9 @@ def export_saved_model(model, target, meta):
     """Write target/ = SavedModel (serving signature: raw 0-255 pixels -> class probabilities),
     target/model.keras and target/tfcnn.json (class names, input shape, preprocessing), and a copy
     of the metadata in target/assets/ so the SavedModel alone carries it."""
-    with _exclusive(target):
-        tmp = _atomic_dir(target)
-        try:
-            _write_saved_model(model, tmp, meta)
-            runfiles.fault("export")
-            _replace_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _exclusive(target), runfiles.atomic_dir(target) as tmp:
+        _write_saved_model(model, tmp, meta)
+        runfiles.fault("export")
     return Path(target)
 
 
@@ -250,8 +199,7 @@ def export(model, fmt, target, *, images, meta, tolerance=None, keep=(), images_
 def _export_owned(model, fmt, target, images, reference, meta, about, tolerance, keep):
     """export(), holding the target's lock."""
     if fmt == "savedmodel":
-        tmp = _atomic_dir(target)
-        try:
+        with runfiles.atomic_dir(target) as tmp:
             _write_saved_model(model, tmp, meta)
             check = _check(fmt, tmp, images, reference, tolerance)
             _fail_unless(check, fmt, target)
@@ -262,17 +210,13 @@ def _export_owned(model, fmt, target, images, reference, meta, about, tolerance,
                         shutil.copytree(target / name, tmp / name)
                     else:
                         shutil.copy2(target / name, tmp / name)
-            _replace_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return check
-    sidecar = target.with_name(target.name + ".json")
-    with _atomic_file(target) as tmp:
+    with runfiles.atomic_path(target) as tmp:
         _WRITERS[fmt](model, tmp, meta)
         check = _check(fmt, tmp, images, reference, tolerance)
         _fail_unless(check, fmt, target)
         # The sidecar goes first: once the artefact's name exists, its metadata does too.
-        _write_json(sidecar, {**meta, "check": {**about, **check}})
+        runfiles.write_json(_sidecar(target), {**meta, "check": {**about, **check}})
     return check
 
 

@@ -8,13 +8,12 @@ before every use.
 """
 import json
 import math
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from tfcnn import data, evaluate, export, hardware, meta as meta_lib, pretrained
+from tfcnn import data, evaluate, export, hardware, meta as meta_lib, pretrained, runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 # Test images each card's accuracy is re-measured on (evenly spaced over the test set: export.check_indices).
@@ -115,47 +114,41 @@ def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGE
     if not (source / "saved_model.pb").is_file():
         raise TfcnnError(f"{source} holds no exported SavedModel of run {run_dir}")
     target = pretrained.shipped_dir() / as_name
-    tmp = target.with_name(f".{as_name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     # Re-exported from the uncompiled model: the weights without the optimizer's state (half the size).
     model, meta = models.load_model(source), meta_lib.read_meta(source)
-    export.export_saved_model(model, tmp, meta)
-    shutil.copy2(config_file, tmp / "run_config.json")
-    ds = data.load(config["dataset"], data_dir, classes=config.get("classes"))
-    images = ds.x_test[export.check_indices(len(ds.x_test), export.CHECK_IMAGES)]
-    export.export(model, "onnx", tmp / "model.onnx", images=images, meta={k: v for k, v in meta.items() if k != "check"},
-                  images_from=f"{ds.name} test set, {len(images)} of {len(ds.x_test)} images evenly spaced")
-    # The accuracy the card claims on a fixed subset, re-measured exactly by tests/test_pretrained.py.
-    subset_images = min(subset_images, len(ds.x_test))
-    subset = export.check_indices(len(ds.x_test), subset_images)
-    full = evaluate.predict_proba(model, ds.x_test).argmax(1)
-    if abs(float((full == ds.y_test).mean()) - metrics["test"]["accuracy"]) > 1e-9:
-        raise TfcnnError(f"{source} gives test accuracy {(full == ds.y_test).mean():.4f}, its run recorded "
-                         f"{metrics['test']['accuracy']:.4f}: not the run's model")
-    correct = int((full[subset] == ds.y_test[subset]).sum())
-    t = metrics["test"]
-    entry = {
-        "arch": metrics["arch"], "dataset": config["dataset"], "classes": config.get("classes"),
-        "class_names": meta["class_names"], "input_shape": meta["input_shape"], "params": metrics["params"],
-        "command": command, "run": run_dir.name, "trained_on": cpu_description(),
-        "shipped": time.strftime("%Y-%m-%d"),
-        "test": {k: t[k] for k in ("accuracy", "f1_macro", "num_examples")} |
-                {"per_class_f1": {c: round(v["f1-score"], 4) for c, v in t["per_class"].items()}},
-        "subset": {"images": len(subset), "correct": correct, "accuracy": correct / len(subset),
-                   "indices": f"tfcnn.export.check_indices({len(ds.x_test)}, {subset_images})"},
-        "train_time_s": metrics["train_time_s"], "epochs": metrics["epochs"],
-    }
-    (tmp / "MODEL_CARD.md").write_text(_card(as_name, entry, config, metrics))
-    entry["files"] = pretrained.checksums(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    runfiles.remove_temporaries_of(target)  # what a killed ship of the same name left
+    with runfiles.atomic_dir(target) as tmp:  # the folder appears whole, once its card and checksums are in
+        export.export_saved_model(model, tmp, meta)
+        shutil.copy2(config_file, tmp / "run_config.json")
+        ds = data.load(config["dataset"], data_dir, classes=config.get("classes"))
+        images = ds.x_test[export.check_indices(len(ds.x_test), export.CHECK_IMAGES)]
+        export.export(model, "onnx", tmp / "model.onnx", images=images, meta={k: v for k, v in meta.items() if k != "check"},
+                      images_from=f"{ds.name} test set, {len(images)} of {len(ds.x_test)} images evenly spaced")
+        # The accuracy the card claims on a fixed subset, re-measured exactly by tests/test_pretrained.py.
+        subset_images = min(subset_images, len(ds.x_test))
+        subset = export.check_indices(len(ds.x_test), subset_images)
+        full = evaluate.predict_proba(model, ds.x_test).argmax(1)
+        if abs(float((full == ds.y_test).mean()) - metrics["test"]["accuracy"]) > 1e-9:
+            raise TfcnnError(f"{source} gives test accuracy {(full == ds.y_test).mean():.4f}, its run recorded "
+                             f"{metrics['test']['accuracy']:.4f}: not the run's model")
+        correct = int((full[subset] == ds.y_test[subset]).sum())
+        t = metrics["test"]
+        entry = {
+            "arch": metrics["arch"], "dataset": config["dataset"], "classes": config.get("classes"),
+            "class_names": meta["class_names"], "input_shape": meta["input_shape"], "params": metrics["params"],
+            "command": command, "run": run_dir.name, "trained_on": cpu_description(),
+            "shipped": time.strftime("%Y-%m-%d"),
+            "test": {k: t[k] for k in ("accuracy", "f1_macro", "num_examples")} |
+                    {"per_class_f1": {c: round(v["f1-score"], 4) for c, v in t["per_class"].items()}},
+            "subset": {"images": len(subset), "correct": correct, "accuracy": correct / len(subset),
+                       "indices": f"tfcnn.export.check_indices({len(ds.x_test)}, {subset_images})"},
+            "train_time_s": metrics["train_time_s"], "epochs": metrics["epochs"],
+        }
+        (tmp / "MODEL_CARD.md").write_text(_card(as_name, entry, config, metrics))
+        entry["files"] = pretrained.checksums(tmp)
     whole = pretrained.manifest()
     whole.setdefault("models", {})[as_name] = entry
-    path = pretrained.shipped_dir() / pretrained.MANIFEST_FILE
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(whole, indent=1) + "\n")
-    os.replace(part, path)
+    runfiles.write_text(pretrained.shipped_dir() / pretrained.MANIFEST_FILE, json.dumps(whole, indent=1) + "\n")
     return entry
 
 
