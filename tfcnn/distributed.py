@@ -11,14 +11,13 @@ import hashlib
 import json
 import os
 import re
-import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfcnn import compat
-from tfcnn.errors import TfcnnError
+from tfcnn.errors import TfcnnError, native_stderr_off_from_now
 
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
 
@@ -53,7 +52,7 @@ def multi_worker_strategy(peer_timeout):
     peers = [address for tasks in cluster.values() for address in tasks if address != me]
     compat.configure_coordination_service(cluster, int(peer_timeout * 1000))
     # A lost peer makes every layer of TF report it in many lines, so a worker's error would not be one line.
-    _native_logs_off()
+    native_stderr_off_from_now()
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError):
@@ -63,17 +62,6 @@ def multi_worker_strategy(peer_timeout):
     except tf.errors.OpError as exc:
         raise TfcnnError(f"{task_type} {index} could not join the cluster at {me}: "
                          f"{exc.message.strip().splitlines()[0]}") from None
-
-
-def _native_logs_off():
-    """Point fd 2 (TF's C++ logs) at /dev/null and Python's sys.stderr (tfcnn's messages, warnings, tracebacks)
-    at the real stream; TFCNN_TF_LOGS=1 keeps both, as at import (tfcnn/__init__.py)."""
-    if os.environ.get("TFCNN_TF_LOGS"):
-        return
-    sys.stderr.flush()
-    real = os.dup(2)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    sys.stderr = os.fdopen(real, "w", buffering=1)
 
 
 def is_multi_worker(strategy):

@@ -15,7 +15,6 @@ An image that cannot be read is reported as one line on stderr ("error: PATH: wh
 others are still classified; the exit status is then 2. With --json the failures also appear
 in the "results" list as {"image": PATH, "error": why}.
 """
-import contextlib
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from tfcnn import hardware, meta as meta_lib, pretrained
-from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+from tfcnn.errors import ArgumentParser, TfcnnError, native_stderr_off, run_cli
 
 KINDS = ("savedmodel", "keras", "onnx", "tflite")
 _SUFFIX_KIND = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
@@ -149,26 +148,9 @@ def _open_tflite(path, meta):
         interpreter.invoke()
         return interpreter.get_tensor(out["index"]).copy()
 
-    with _native_stderr_off():  # the first allocation logs "INFO: Created ... XNNPACK delegate" to fd 2
+    with native_stderr_off():  # the first allocation logs "INFO: Created ... XNNPACK delegate" to fd 2
         interpreter.allocate_tensors()
     return Model("tflite", path, run, inp["shape"][1:], meta, threads)
-
-
-@contextlib.contextmanager
-def _native_stderr_off():
-    """Keep C++ log lines off stderr (fd 2), so a CLI error stays one line; TFCNN_TF_LOGS=1 shows them."""
-    if os.environ.get("TFCNN_TF_LOGS"):
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 _OPENERS = {"savedmodel": _open_savedmodel, "keras": _open_keras, "onnx": _open_onnx, "tflite": _open_tflite}
