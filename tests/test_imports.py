@@ -7,9 +7,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tfcnn"
-# Modules that must start without TensorFlow (the dispatcher, `--help`, predict on ONNX/TFLite, the shipped
+# Modules that must start without TensorFlow (the dispatcher, the CLIs' --help, predict on ONNX/TFLite, the shipped
 # models' checks): none of their module-level imports may reach Keras or TensorFlow.
-LIGHT = ("tfcnn.cli", "tfcnn.errors", "tfcnn.meta", "tfcnn.pretrained", "tfcnn.predict", "tfcnn.runfiles")
+LIGHT = ("tfcnn", "tfcnn.cli", "tfcnn.config", "tfcnn.errors", "tfcnn.evaluate", "tfcnn.export", "tfcnn.meta",
+         "tfcnn.predict", "tfcnn.pretrained", "tfcnn.runfiles", "tfcnn.ship")
 HEAVY = {"tensorflow", "keras", "tf2onnx", "onnx"}
 
 
