@@ -27,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import runfiles
+from tfcnn import evaluate, runfiles
+from tfcnn.config import REUSE_FREE
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 _LENET_LAB = dict(arch="lenet5", dataset="mnist", schedule="constant", batch_size=128, augment=False)
@@ -189,7 +190,7 @@ GRIDS = {
 # --quick: a smoke run of the grid, not a result.
 QUICK = dict(epochs=1, limit_train=256, limit_test=500)
 # Fields that may differ between a finished run and the request that reuses it.
-_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "runs_dir", "saved_models_dir"}
+_FREE = REUSE_FREE
 
 
 # ---------------------------------------------------------------- grids and their configurations
@@ -337,17 +338,7 @@ def run(config):
         keras.utils.clear_session()  # the next run starts from a clean graph and name scope
 
 
-def history(run_dir):
-    """The epochs of a run (train stage, then fine-tune), as one DataFrame with a 1-based `epoch`."""
-    import pandas as pd
-
-    frames = [pd.read_csv(p) for p in (Path(run_dir) / "history.csv", Path(run_dir) / "history_fine_tune.csv")
-              if p.exists() and p.stat().st_size]
-    if not frames:
-        return pd.DataFrame(columns=["epoch", "accuracy", "loss", "val_accuracy", "val_loss"])
-    hist = pd.concat(frames, ignore_index=True)
-    hist["epoch"] = np.arange(1, len(hist) + 1)
-    return hist
+history = evaluate.history  # the notebooks' name for it
 
 
 def _row(label, config, varied, metrics, error=None, class_f1=()):
