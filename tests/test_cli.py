@@ -39,7 +39,7 @@ def test_help_lists_every_command_on_one_line():
     assert done.returncode == 0 and done.stderr == ""
     lines = done.stdout.splitlines()
     listed = [line.split()[0] for line in lines if line.startswith("  ")]
-    assert listed == ["train", "evaluate", "predict", "export", "data", "models", "pretrained", "experiments",
+    assert listed == ["train", "evaluate", "predict", "export", "data", "models", "pretrained", "ship", "experiments",
                       "bench", "launch"]
     assert all(len(line.split()) > 3 for line in lines if line.startswith("  "))  # each with its one-line help
 

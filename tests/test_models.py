@@ -262,7 +262,7 @@ def test_register_adds_a_builder_to_the_one_door():
     def tiny(input_shape, num_classes, *, normalization=None, units=4):
         inputs, x = models._input_and_normalization(input_shape, normalization)
         x = keras.layers.Flatten()(x)
-        return keras.Model(inputs, models._classifier(x, num_classes), name="tiny")
+        return keras.Model(inputs, models.classifier(x, num_classes), name="tiny")
     try:
         assert "tiny" in models.available()
         assert models.build("tiny", (2, 2, 1), 3).count_params() == 4 * 3 + 3

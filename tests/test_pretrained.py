@@ -120,7 +120,7 @@ def test_init_from_pretrained_fine_tunes_a_shipped_model(tmp_path, shared_data):
         arch="lenet5", dataset="mnist", data_dir=str(shared_data), init_from="pretrained:lenet5-mnist",
         freeze="all", epochs="1", limit_train="512", limit_test="500", verbose="0", tensorboard="false",
         runs_dir=str(tmp_path / "runs"), saved_models_dir=str(tmp_path / "saved"), name="ft")))
-    from tfcnn.evaluate import load_model
+    from tfcnn.models import load_model
 
     shipped, tuned = load_model("pretrained:lenet5-mnist"), load_model(tmp_path / "runs" / "ft" / "model.keras")
     assert metrics["frozen_layers"] == ["conv1", "conv2", "fc1", "fc2"]

@@ -82,6 +82,30 @@ def test_atomic_path_leaves_the_old_file_or_the_new_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # not written: nothing renamed
 
 
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model"
+    with runfiles.atomic_dir(target) as tmp:
+        (tmp / "saved_model.pb").write_text("first")
+    with pytest.raises(RuntimeError):
+        with runfiles.atomic_dir(target) as tmp:
+            (tmp / "saved_model.pb").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and (target / "saved_model.pb").read_text() == "first"
+    with runfiles.atomic_dir(target) as tmp:
+        (tmp / "model.keras").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["model.keras"]  # the old folder's files went with it
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_remove_temporaries_of_a_target_leaves_the_others(tmp_path):
+    for name in ("model.onnx", "model.onnx.json", "model.tflite"):
+        runfiles.temp_sibling(tmp_path / name).write_text("left by a kill")
+    runfiles.temp_sibling(tmp_path / "sm").mkdir()
+    runfiles.remove_temporaries_of(tmp_path / "model.onnx")
+    runfiles.remove_temporaries_of(tmp_path / "sm")
+    assert sorted(p.name.rsplit("-", 1)[-1] for p in tmp_path.iterdir()) == ["model.onnx.json", "model.tflite"]
+
+
 def test_fault_kills_at_the_nth_visit_of_its_point(tmp_path):
     script = ("from tfcnn import runfiles\n"
               "for i in range(1, 4):\n"

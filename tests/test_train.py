@@ -223,10 +223,10 @@ def test_auto_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch, na
     import keras
     import tensorflow as tf
 
-    from tfcnn import config as config_lib, train
+    from tfcnn import compat, config as config_lib, train
 
     monkeypatch.setattr(train, "_cpu_has_bf16", lambda: native_bf16)
-    monkeypatch.setattr(train, "_onednn_enabled", lambda: True)
+    monkeypatch.setattr(compat, "onednn_enabled", lambda: True)
     try:
         _, precision = train.configure_runtime(config_lib.make_config({"arch": "lenet5"}))
         assert precision == expected
@@ -274,7 +274,7 @@ def test_ema_under_a_mirrored_strategy_validates_and_keeps_the_average(tmp_path,
     import pandas as pd
 
     from tfcnn import data, pipelines
-    from tfcnn.evaluate import load_model
+    from tfcnn.models import load_model
 
     def run(name, *extra):
         _mirrored_lenet5(tmp_path, shared_data, name, "--val-fraction", "0.5", "--epochs", "2", "--mixed-precision",

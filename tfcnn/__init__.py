@@ -12,6 +12,8 @@ import os
 import pkgutil
 import sys
 
+from tfcnn.errors import native_stderr_off
+
 __version__ = "0.1.0"
 
 
@@ -23,21 +25,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted({*globals(), *(m.name for m in pkgutil.iter_modules(__path__))})
-
-
-class _Fd2Off:
-    """Point fd 2 at /dev/null inside the block: TensorFlow's oneDNN/CUDA start-up notices are written
-    by C++ before absl logging is initialised, which TF_CPP_MIN_LOG_LEVEL does not silence."""
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self.saved, self.devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-        os.dup2(self.devnull, 2)
-
-    def __exit__(self, *exc):
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        os.close(self.devnull)
 
 
 def _probe_devices(tf):
@@ -57,7 +44,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
-        with _Fd2Off():
+        with native_stderr_off():
             self.loader.exec_module(module)
             _probe_devices(module)
         module.__loader__ = module.__spec__.loader = self.loader
@@ -85,7 +72,7 @@ def _quiet_tensorflow():
     if os.environ.get("TFCNN_TF_LOGS"):  # TFCNN_TF_LOGS=1 shows the notices
         return
     if "tensorflow" in sys.modules:  # imported before tfcnn: only the probe is left to keep quiet
-        with _Fd2Off():
+        with native_stderr_off():
             _probe_devices(sys.modules["tensorflow"])
     elif not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowFinder())

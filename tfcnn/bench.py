@@ -42,8 +42,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-from tfcnn import bench_peers as peers  # noqa: E402
+from tfcnn import bench_inference, bench_peers as peers, config as config_lib, data, models, pipelines, train  # noqa: E402
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli  # noqa: E402
 from tfcnn.hardware import PEAK_SIZE, cpu_info, describe_cpu, load_average, matmul_peak  # noqa: E402
 
@@ -54,8 +55,6 @@ WARMUP_STEPS = 5  # the first steps trace and compile the train function; never 
 
 def devices():
     """Logical devices model.fit can train on, e.g. ['/device:CPU:0', '/device:GPU:0']."""
-    import tensorflow as tf
-
     return [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU")]
 
 
@@ -100,8 +99,6 @@ class _StepClock(keras.callbacks.Callback):
 
 
 def _config(arch, dataset, batch_size, data_dir, overrides, model_options):
-    from tfcnn import config as config_lib
-
     values = {"arch": arch, "dataset": dataset, "batch_size": batch_size, "data_dir": data_dir,
               "verbose": 0, "tensorboard": False, **(overrides or {}), **model_options}
     return config_lib.make_config(values)
@@ -109,8 +106,6 @@ def _config(arch, dataset, batch_size, data_dir, overrides, model_options):
 
 def _trainer_model(config, pipes, num_classes, steps_per_epoch, compile_options=None):
     """The model and compile train_and_evaluate builds (optionally recompiled with extra options)."""
-    from tfcnn import train
-
     model, plain, _ = train.build_model(config, pipes, num_classes)
     train.compile_model(model, plain, config, steps_per_epoch)
     if compile_options:  # experiments only (benchmarks/ablation.py): same optimizer and loss
@@ -129,8 +124,6 @@ class _Spec:
 def _synthetic_batches(spec, batch_size, one_hot, batches=SYNTHETIC_BATCHES, seed=0, weighted=False):
     """`batches` distinct random batches (raw 0-255 pixels) held in memory, cycled forever; `weighted` adds
     per-image loss weights (as the pipeline's with --class-weight)."""
-    import tensorflow as tf
-
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (batches, batch_size, *spec.image_shape)).astype(np.float32)
     y = rng.integers(0, spec.num_classes, (batches, batch_size)).astype(np.int32)
@@ -178,8 +171,6 @@ class _Session:
 
     def __init__(self, arch, dataset, *, batch_size, data_dir=None, config_overrides=None, compile_options=None,
                  **model_options):
-        from tfcnn import train
-
         self.config = _config(arch, dataset, batch_size, data_dir, config_overrides, model_options)
         _, self.precision = train.configure_runtime(self.config)  # returns (strategy, precision)
         self.batch_size = batch_size
@@ -192,8 +183,6 @@ class _Session:
     def batches(self, source, total):
         """`total` train batches of `source`: "pipeline" the run's own (its first epochs, as train_and_evaluate
         feeds model.fit), else in-memory random batches of the same structure."""
-        from tfcnn import pipelines
-
         if source == "pipeline":
             return pipelines.train_epochs(self.pipes, epochs=math.ceil(total / self.steps_per_epoch), seed=self.config.seed)
         spec = _Spec(self.pipes.image_shape, self.num_classes, self.pipes.mean, self.pipes.std, self.pipes.train_size)
@@ -202,8 +191,6 @@ class _Session:
                                   weighted=len(self.pipes.train.element_spec) == 3)
 
     def run(self, source, steps, device=None, warmup=WARMUP_STEPS):
-        import tensorflow as tf
-
         total = warmup + steps
         with tf.device(device) if device else _nullcontext():
             model = _trainer_model(self.config, self.pipes, self.num_classes, self.steps_per_epoch,
@@ -246,8 +233,6 @@ def time_training(arch, dataset, *, batch_size=128, steps=30, data_dir=None, dev
 def _naive_keras(arch, dataset, batch_size, steps, data_dir, model_options):
     """Plain Keras as a newcomer writes it: TF's default threads, model.fit(x, y) on float arrays,
     Keras' own BatchNormalization (this runs in its own process, so the swap touches nothing else)."""
-    from tfcnn import data, models
-
     models.FusedBatchNormalization.call = keras.layers.BatchNormalization.call
 
     ds = data.load(dataset, data_dir)
@@ -282,8 +267,6 @@ def _overrides(args):
 
 
 def _parser():
-    from tfcnn import models
-
     parser = ArgumentParser(prog="python -m tfcnn.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="resnet", help=f"one of: {', '.join(models.available())} (default resnet)")
     parser.add_argument("--dataset", help="default: the arch's dataset (resnet: cifar10)")
@@ -334,8 +317,6 @@ def _parser():
 
 
 def _check(args):
-    from tfcnn import config as config_lib, models
-
     if args.arch not in models.available():
         raise TfcnnError(f"unknown --arch {args.arch!r}; choose one of {', '.join(models.available())}")
     args.dataset = args.dataset or config_lib.ARCH_DEFAULTS.get(args.arch, {}).get("dataset", "mnist")
@@ -369,8 +350,6 @@ def _peaks(precisions):
 
 def benchmark(args):
     """All runs of one CLI invocation, alternated `repeat` times; returns the report dict."""
-    import tensorflow as tf
-
     options = _model_options(args)
     session = _Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
                        config_overrides=_overrides(args), **options)
@@ -539,8 +518,6 @@ def _print_table(report):
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.inference:
-        from tfcnn import bench_inference
-
         args.repeat = 3 if args.repeat is None else args.repeat
         return bench_inference.main(args)
     args.repeat = 1 if args.repeat is None else args.repeat

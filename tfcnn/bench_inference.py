@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfcnn import meta as meta_lib, predict, pretrained
 from tfcnn.errors import TfcnnError
 from tfcnn.hardware import cpu_info, describe_cpu, load_average
 
@@ -71,22 +72,18 @@ def _make_tflite(folder, out_dir, data_dir):
 # ---------------------------------------------------------------- runners
 
 def _keras_runners(path, session_options):
-    from tfcnn import predict
-
     model = predict.open_model(path, kind="keras")
     runners = [_Runner("keras", "keras", "model.predict_on_batch per 256 (tfcnn.predict)", model.probs)]
     if session_options:
-        from tfcnn.evaluate import load_model
+        from tfcnn import models  # imports Keras and TensorFlow: only the Keras runners need them
 
-        raw = load_model(path)
+        raw = models.load_model(path)
         runners.append(_Runner("keras predict", "keras", "model.predict (tfcnn.predict before)",
                                lambda x: np.asarray(raw.predict(x, batch_size=256, verbose=0)), default=False))
     return runners
 
 
 def _savedmodel_runners(path, session_options):
-    from tfcnn import predict
-
     model = predict.open_model(path, kind="savedmodel")
     return [_Runner("savedmodel", "savedmodel", "serving_default signature (tfcnn.predict)", model.probs)]
 
@@ -107,8 +104,6 @@ def _ort_session(path, threads=None, level=None, spinning=True):
 
 
 def _onnx_runners(path, session_options):
-    from tfcnn import predict
-
     model = predict.open_model(path, kind="onnx")
     runners = [_Runner("onnx", "onnx", f"intra-op threads {model.threads}"
                        f"{', no spinning' if model.threads == 1 else ''}, ORT_ENABLE_ALL (tfcnn.predict: all cores "
@@ -146,8 +141,6 @@ def _tflite_fn(path, num_threads=None, xnnpack=True):
 
 
 def _tflite_runners(path, session_options):
-    from tfcnn import predict
-
     model = predict.open_model(path, kind="tflite")
     runners = [_Runner("tflite", "tflite", f"num_threads={model.threads}, XNNPACK (tfcnn.predict: all cores unless "
                        "the load fills them)", model.probs)]
@@ -229,16 +222,13 @@ def _vs_default(rows):
 def benchmark_inference(model, *, repeat=3, latency_calls=200, throughput_batch=256, session_options=False,
                         data_dir=None, log=None):
     """Time every export of the saved model folder `model`; returns the report dict."""
-    from tfcnn import pretrained
-    from tfcnn.export import read_meta
-
     folder = Path(pretrained.resolve(model))
     if not folder.is_dir():
         raise TfcnnError(f"--model {model}: not a saved model folder; pass saved_models/NAME")
     found = _exports(folder)
     if not found:
         raise TfcnnError(f"{folder} holds no export (model.keras, saved_model.pb, model.onnx or *.tflite)")
-    meta = read_meta(folder) or {}
+    meta = meta_lib.read_meta(folder) or {}
     notes = []
     with tempfile.TemporaryDirectory(prefix="tfcnn-bench-") as tmp:
         if "tflite" not in found:
@@ -265,8 +255,6 @@ def benchmark_inference(model, *, repeat=3, latency_calls=200, throughput_batch=
 
 
 def _input_shape(found):
-    from tfcnn import predict
-
     kind, path = next(iter(found.items()))
     return list(predict.open_model(path, kind=kind).input_shape)
 

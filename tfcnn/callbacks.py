@@ -4,14 +4,15 @@ import math
 import time
 
 import keras
+import tensorflow as tf
+
+from tfcnn import checkpoints, initializers, pipelines
 
 
 def make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True, validation=True):
     """tfcnn's callbacks for both loops; `backup`: BackupAndRestore (model.fit's; the distributed loop checkpoints
     itself), restoring `restore` (checkpoints.restore_point). It goes last, after any `extra` callbacks: an epoch
     counts as done once every other file holds it, so a kill before that redoes the epoch and loses nothing."""
-    from tfcnn import checkpoints
-
     history = run_dir / ("history.csv" if stage == "train" else f"history_{stage}.csv")
     checkpoints.trim_history(history, initial_epoch)  # rows of epochs the backup does not hold
     callbacks = [
@@ -26,9 +27,7 @@ def make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True, 
     if config.ema > 0:
         callbacks.insert(0, checkpoints.EMAValidation())
     if config.whiten_bias_epochs is not None and stage == "train":
-        from tfcnn.initializers import WHITEN_LAYER
-
-        callbacks.insert(0, FreezeAt(WHITEN_LAYER, config.whiten_bias_epochs))
+        callbacks.insert(0, FreezeAt(initializers.WHITEN_LAYER, config.whiten_bias_epochs))
     if config.tensorboard:
         callbacks.append(checkpoints.TensorBoard(str(run_dir / "logs" / stage), profile_batch=0))
     last = [checkpoints.BackupAndRestore(run_dir / f"backup_{stage}", restore)] if backup else []
@@ -110,10 +109,6 @@ class EpochFeed(keras.callbacks.Callback):
     call short. Keras makes a new iterator at each epoch's start when fit has no steps_per_epoch."""
 
     def __init__(self, pipes, seed, steps):
-        import tensorflow as tf
-
-        from tfcnn import pipelines
-
         super().__init__()
         self.current = tf.Variable(0, dtype=tf.int64, trainable=False, name="feed_epoch")
         self.dataset = pipelines.epoch_feed(pipes, seed, self.current, steps)

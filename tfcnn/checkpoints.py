@@ -17,7 +17,7 @@ from pathlib import Path
 
 import keras
 
-from tfcnn import runfiles
+from tfcnn import compat, runfiles
 from tfcnn.errors import TfcnnError
 
 log = logging.getLogger(__name__)
@@ -119,13 +119,13 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 self.model.optimizer.build(self.model.trainable_variables)
             self.model.load_weights(weights)
         # Also resets what an earlier fit of the same model left (Keras keeps _initial_epoch across fits).
-        self.model._initial_epoch = epoch
+        compat.set_initial_epoch(self.model, epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         runfiles.fault("batch")  # counts calls: with steps_per_execution N, one per N batches
         super().on_train_batch_end(batch, logs)
 
-    def _save_model(self):
+    def _save_model(self):  # a private Keras hook (tfcnn.compat.OVERRIDDEN)
         self.dir.mkdir(parents=True, exist_ok=True)
         (_, meta, weights), (_, prev_meta, prev_weights) = _copies(self.dir)
         if meta.exists():  # the current copy becomes the previous one; its metadata last, as it vouches for it
@@ -134,7 +134,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         with runfiles.atomic_path(weights) as tmp:
             self.model.save_weights(str(tmp))
             digest = runfiles.sha256(tmp)
-        runfiles.write_json(meta, {"epoch": self._current_epoch, "batch": self._last_batch_seen, "sha256": digest})
+        epoch, batch = compat.backup_position(self)
+        runfiles.write_json(meta, {"epoch": epoch, "batch": batch, "sha256": digest})
 
 
 @contextlib.contextmanager
@@ -146,9 +147,7 @@ def ema_weights(model):
     if not getattr(optimizer, "use_ema", False) or not optimizer.built:
         yield
         return
-    pairs = [(var, average) for var, average in zip(optimizer._trainable_variables,
-                                                    optimizer._model_variables_moving_average)
-             if average is not None]
+    pairs = compat.ema_pairs(optimizer)
     _swap(pairs)
     try:
         yield
@@ -181,7 +180,7 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' ModelCheckpoint whose file is replaced atomically (Keras rewrites it in place), holding the
     moving average of the weights with --ema (the weights validation measured)."""
 
-    def _save_model(self, epoch, batch, logs):
+    def _save_model(self, epoch, batch, logs):  # a private Keras hook (tfcnn.compat.OVERRIDDEN)
         target = self.filepath
         with runfiles.atomic_path(target) as tmp, ema_weights(self.model):
             self.filepath = str(tmp)  # Keras writes here when the epoch is an improvement
@@ -214,5 +213,5 @@ class TensorBoard(keras.callbacks.TensorBoard):
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
         runfiles.fault("tensorboard")
-        for writer in self._writers.values():
+        for writer in compat.tensorboard_writers(self):
             writer.flush()

@@ -11,6 +11,8 @@ own flags, messages and exit status (a user error is one line and exit 2).
 import runpy
 import sys
 
+from tfcnn import __version__, errors
+
 # command: (module, what it does)
 COMMANDS = {
     "train": ("tfcnn.train", "train one model from a config and/or flags; writes runs/NAME"),
@@ -19,7 +21,8 @@ COMMANDS = {
     "export": ("tfcnn.export", "write a model as SavedModel, .keras, ONNX or TFLite, checked against Keras"),
     "data": ("tfcnn.data", "find, download, describe and cache the datasets"),
     "models": ("tfcnn.models", "the model zoo: a model's summary, or the shipped pretrained models"),
-    "pretrained": ("tfcnn.pretrained", "list, verify and ship the trained models in saved_models/"),
+    "pretrained": ("tfcnn.pretrained", "list and verify the trained models shipped in saved_models/"),
+    "ship": ("tfcnn.ship", "add a finished run to saved_models/: ONNX, model card and checksums"),
     "experiments": ("tfcnn.experiments", "run a grid of configurations and compare them in one table"),
     "bench": ("tfcnn.bench", "training throughput (images/s) of the trainer vs synthetic data and PyTorch"),
     "launch": ("tfcnn.launch", "multi-worker training on this machine: N tfcnn.train workers"),
@@ -41,8 +44,6 @@ def main(argv=None):
         (sys.stdout if argv else sys.stderr).write(usage())
         return 0 if argv else 2
     if argv[0] == "--version":
-        from tfcnn import __version__
-
         print(f"tfcnn {__version__}")
         return 0
     command, args = argv[0], argv[1:]
@@ -54,8 +55,6 @@ def main(argv=None):
     # As `python -m`: the module runs as __main__ with sys.argv[1:] as its flags, so its own block
     # (run_cli, exit status, launch's SIGTERM handler) decides everything from here on.
     sys.argv = [f"tfcnn {command}", *args]
-    from tfcnn import errors
-
     errors.INVOKED_AS = f"tfcnn {command}"  # argparse's usage and errors name the command as typed
     runpy.run_module(module, run_name="__main__", alter_sys=True)
     return 0

@@ -22,6 +22,14 @@ PAD_MODES = ("zeros", "reflect")
 TTAS = ("none", "flip", "flip-translate")
 # Options passed to the model builder when set; the builder rejects the ones it does not take.
 MODEL_OPTIONS = ("stack_n", "activation", "pool", "width", "alpha", "conv_layers", "dense_units", "dropout")
+# Fields that change where a run's files go or what it prints, never its results: a finished run is reused
+# (tfcnn.experiments) whatever they are.
+REUSE_FREE = frozenset({"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "runs_dir",
+                        "saved_models_dir"})
+# Fields that may also differ between an interrupted run and its resumption (tfcnn.train): a run folder may have
+# been moved; peer_timeout and steps_per_execution change no result (tests/test_faults.py resumes a run with the
+# latter to the plain run's metrics); the TTA pass runs after the last epoch.
+RESUME_FREE = REUSE_FREE | {"peer_timeout", "steps_per_execution", "tta"}
 
 
 GROUPS = ("data", "model", "optimisation", "schedule", "runtime", "transfer", "output")
@@ -181,7 +189,7 @@ class Config:
         return opts
 
     def validate(self):
-        from tfcnn import models
+        from tfcnn import models  # imports Keras and TensorFlow: reading and writing configs needs neither
 
         def need(ok, message):
             if not ok:

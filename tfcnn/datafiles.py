@@ -23,6 +23,7 @@ import zlib
 
 import numpy as np
 
+from tfcnn import runfiles
 from tfcnn.errors import TfcnnError
 
 log = logging.getLogger("tfcnn.data")  # one logger for loading a dataset, whichever module warns
@@ -165,14 +166,9 @@ def cached(kind, path, build):
     arrays = build()
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.savez(out, **arrays)
-            os.replace(tmp, file)  # atomic: a concurrent reader sees the old state or the whole file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # Atomic: a concurrent reader sees the old state or the whole file.
+        with runfiles.atomic_path(file) as tmp, open(tmp, "wb") as out:
+            np.savez(out, **arrays)
         for stale in file.parent.glob(f"{kind}-{source}-*.npz"):  # older versions of this source
             if stale != file:
                 stale.unlink(missing_ok=True)

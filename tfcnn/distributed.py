@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import re
-import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcnn.errors import TfcnnError
+from tfcnn import compat
+from tfcnn.errors import TfcnnError, native_stderr_off_from_now
 
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
 
@@ -45,25 +45,14 @@ def multi_worker_strategy(peer_timeout):
     MWMS starts TF's coordination service itself with no deadline: a worker whose peer never starts (or
     has a wrong address) waits forever. Configured here first, with the same jobs and leader, waiting for
     the cluster ends after `peer_timeout` seconds, and a peer that dies during training (no heartbeat for
-    `peer_timeout` seconds) aborts the collectives of the others. TF 2.21 has no public option for this.
+    `peer_timeout` seconds) aborts the collectives of the others (tfcnn.compat: TF 2.21 has no public option).
     """
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-    from tensorflow.python.distribute import multi_worker_util
-    from tensorflow.python.eager import context
-
     cluster, task_type, index = cluster_from_env()
     me = cluster[task_type][index]
     peers = [address for tasks in cluster.values() for address in tasks if address != me]
-    timeout_ms = int(peer_timeout * 1000)
-    context.context().configure_coordination_service(
-        service_type="standalone", service_leader=multi_worker_util.coordination_leader(cluster),
-        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
-                          for job in ("chief", "worker") if job in cluster],
-        cluster_register_timeout_in_ms=timeout_ms, heartbeat_timeout_in_ms=timeout_ms)
-    # Without the barrier only the other workers' registration has a deadline, not the leader's wait for them.
-    context.context().coordination_service.cluster_register_with_barrier = True
+    compat.configure_coordination_service(cluster, int(peer_timeout * 1000))
     # A lost peer makes every layer of TF report it in many lines, so a worker's error would not be one line.
-    _native_logs_off()
+    native_stderr_off_from_now()
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError):
@@ -73,17 +62,6 @@ def multi_worker_strategy(peer_timeout):
     except tf.errors.OpError as exc:
         raise TfcnnError(f"{task_type} {index} could not join the cluster at {me}: "
                          f"{exc.message.strip().splitlines()[0]}") from None
-
-
-def _native_logs_off():
-    """Point fd 2 (TF's C++ logs) at /dev/null and Python's sys.stderr (tfcnn's messages, warnings, tracebacks)
-    at the real stream; TFCNN_TF_LOGS=1 keeps both, as at import (tfcnn/__init__.py)."""
-    if os.environ.get("TFCNN_TF_LOGS"):
-        return
-    sys.stderr.flush()
-    real = os.dup(2)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    sys.stderr = os.fdopen(real, "w", buffering=1)
 
 
 def is_multi_worker(strategy):
@@ -210,10 +188,7 @@ class EpochLoop:
     def __init__(self, model, strategy, checkpoint_dir, input_spec):
         self.model, self.strategy = model, strategy
         with strategy.scope():
-            # fit builds metric, loss and optimizer state in Trainer._symbolic_build, on a path that fails under
-            # MWMS (keras#20585); build it here from the input spec. The optimizer must exist in scope before the
-            # first distributed step (keras-team/keras#23085, fixed after Keras 3.15.1).
-            model._symbolic_build(data_batch=input_spec)
+            compat.symbolic_build(model, input_spec)  # as fit does first, on a path MWMS accepts
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), max_to_keep=2)

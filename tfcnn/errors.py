@@ -1,5 +1,7 @@
-"""The one user-facing error type and the CLI wrapper that turns it into one line + exit 2."""
+"""The one user-facing error type, the CLI wrapper that turns it into one line + exit 2, and the switch that
+keeps native (C++) log lines off stderr so that such a line stays the only one."""
 import argparse
+import contextlib
 import os
 import sys
 
@@ -25,6 +27,38 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         sys.exit(2)
+
+
+def _native_stderr_to_devnull():
+    """Point fd 2 at /dev/null; returns a new descriptor of the stream it pointed at."""
+    sys.stderr.flush()
+    real, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    return real
+
+
+@contextlib.contextmanager
+def native_stderr_off():
+    """Keep fd 2 off inside the block: TensorFlow's start-up notices and LiteRT's XNNPACK line are written by
+    C++ (before absl logging is initialised, which TF_CPP_MIN_LOG_LEVEL does not silence). TFCNN_TF_LOGS=1
+    shows them."""
+    if os.environ.get("TFCNN_TF_LOGS"):
+        yield
+        return
+    real = _native_stderr_to_devnull()
+    try:
+        yield
+    finally:
+        os.dup2(real, 2)
+        os.close(real)
+
+
+def native_stderr_off_from_now():
+    """fd 2 (native logs) at /dev/null from now on, and Python's sys.stderr (tfcnn's messages, warnings,
+    tracebacks) on the real stream; TFCNN_TF_LOGS=1 keeps both."""
+    if not os.environ.get("TFCNN_TF_LOGS"):
+        sys.stderr = os.fdopen(_native_stderr_to_devnull(), "w", buffering=1)
 
 
 def run_cli(main, argv=None):

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import runfiles
+from tfcnn import data, pipelines, runfiles
 from tfcnn.config import TTAS
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
@@ -40,6 +40,7 @@ _FORWARDS = weakref.WeakKeyDictionary()  # model -> {(compiled GELU, bfloat16 gr
 def forward(model, images, batch_size=256):
     """The model's outputs for float32 NHWC images, batch by batch through one traced call per model. On 2 cores
     Keras' model.predict took about twice as long for the same batches (docs/RESULTS.md, "CIFAR-10 speedrun")."""
+    # Here, not at the top: importing tfcnn.evaluate (the metrics, --help) needs no TensorFlow.
     import tensorflow as tf
 
     from tfcnn import kernels
@@ -124,6 +125,19 @@ def plot_confusion_matrix(y_true, y_pred, class_names, path, title="Confusion ma
     plt.close(fig)
 
 
+def history(run_dir):
+    """The epochs of a run (train stage, then fine-tune), as one DataFrame with a 1-based `epoch`."""
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in (Path(run_dir) / "history.csv", Path(run_dir) / "history_fine_tune.csv")
+              if p.exists() and p.stat().st_size]
+    if not frames:
+        return pd.DataFrame(columns=["epoch", "accuracy", "loss", "val_accuracy", "val_loss"])
+    hist = pd.concat(frames, ignore_index=True)
+    hist["epoch"] = np.arange(1, len(hist) + 1)
+    return hist
+
+
 def plot_curves(history_csv, path):
     """Loss and accuracy, train vs validation, from a Keras CSVLogger file."""
     import matplotlib
@@ -191,26 +205,6 @@ def write_report(model, images, labels, class_names, out_dir, extra=None, batch_
     return metrics, report
 
 
-def load_model(path):
-    """Load a .keras file, the model.keras inside a saved_models/<name> folder, or pretrained:NAME
-    (a shipped model, after its checksums are verified)."""
-    import keras
-
-    import tfcnn.models  # noqa: F401  (registers FusedBatchNormalization: ResNet and MobileNetV2 files need it)
-    import tfcnn.optim  # noqa: F401  (registers custom objects)
-    from tfcnn import pretrained
-
-    path = Path(pretrained.resolve(path))
-    candidate = path / "model.keras" if path.is_dir() else path
-    if not candidate.exists():
-        raise TfcnnError(f"no model at {path}; pass a .keras file or a saved_models/<name> folder")
-    try:
-        return keras.models.load_model(candidate, compile=False)
-    except Exception as exc:
-        raise TfcnnError(f"{candidate} could not be loaded as a Keras model ({exc.__class__.__name__}); "
-                         "is it a file written by tfcnn.train?") from None
-
-
 def main(argv=None):
     parser = ArgumentParser(prog="python -m tfcnn.evaluate", description="Evaluate a saved model on a test set.")
     parser.add_argument("--model", required=True, help=".keras file, saved_models/<name> folder or pretrained:NAME")
@@ -226,9 +220,9 @@ def main(argv=None):
                              "default none, a single view")
     args = parser.parse_args(argv)
 
-    from tfcnn import data, pipelines
+    from tfcnn import models  # imports Keras and TensorFlow: after the flags, so that --help is instant
 
-    model = load_model(args.model)
+    model = models.load_model(args.model)
     classes = args.classes.split(",") if args.classes else None
     ds = data.load(args.dataset, args.data_dir, classes=classes)
     # The same (stratified) test subset the trainer evaluates with --limit-test.

@@ -29,15 +29,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import runfiles
+from tfcnn import evaluate, runfiles
+from tfcnn.config import REUSE_FREE
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 # The built-in grids: configs/grids/<name>.yaml in a tfcnn checkout (the folder is not part of an installed wheel).
 GRIDS_DIR = Path(__file__).resolve().parents[1] / "configs" / "grids"
 # --quick: a smoke run of the grid, not a result.
 QUICK = dict(epochs=1, limit_train=256, limit_test=500)
-# Fields that may differ between a finished run and the request that reuses it.
-_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "runs_dir", "saved_models_dir"}
 
 
 # ---------------------------------------------------------------- grids and their configurations
@@ -163,7 +162,7 @@ def finished(config):
         return None
     metrics_file = run_dir / "metrics.json"
     old = json.loads(saved.read_text())
-    changed = config.changed_from(old, _FREE)
+    changed = config.changed_from(old, REUSE_FREE)
     if changed:
         state = "finished" if metrics_file.exists() else "unfinished"
         raise TfcnnError(f"{run_dir} holds a {state} run with other settings ({', '.join(changed)}); use another "
@@ -191,17 +190,7 @@ def run(config):
         keras.utils.clear_session()  # the next run starts from a clean graph and name scope
 
 
-def history(run_dir):
-    """The epochs of a run (train stage, then fine-tune), as one DataFrame with a 1-based `epoch`."""
-    import pandas as pd
-
-    frames = [pd.read_csv(p) for p in (Path(run_dir) / "history.csv", Path(run_dir) / "history_fine_tune.csv")
-              if p.exists() and p.stat().st_size]
-    if not frames:
-        return pd.DataFrame(columns=["epoch", "accuracy", "loss", "val_accuracy", "val_loss"])
-    hist = pd.concat(frames, ignore_index=True)
-    hist["epoch"] = np.arange(1, len(hist) + 1)
-    return hist
+history = evaluate.history  # the notebooks' name for it
 
 
 def _row(label, config, varied, metrics, error=None, class_f1=()):
@@ -353,7 +342,7 @@ def _common_settings(configs, varied):
 
     default = Config().to_dict()
     first = configs[0].to_dict()
-    skip = _FREE | set(varied) | {"seed"}
+    skip = REUSE_FREE | set(varied) | {"seed"}
     shared = {k: v for k, v in first.items() if k not in skip and all(c.to_dict()[k] == v for c in configs)}
     keys = ["arch", "dataset", "classes", "epochs", "batch_size", "limit_train", "limit_test"]
     keys += [k for k in shared if k not in keys and shared[k] != default.get(k)]

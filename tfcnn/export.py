@@ -10,7 +10,8 @@ artefact X comes with X.json (class names, input shape, preprocessing, check), w
 `tfcnn.predict` and the web demo read; the ONNX file carries the same JSON in its metadata_props.
 
 Writes are atomic: an artefact is written to a temporary sibling and renamed into place only once
-it passed its check, so a failed or interrupted export never leaves anything under the target name.
+it passed its check (tfcnn.runfiles.atomic_path, atomic_dir), so a failed or interrupted export never leaves
+anything under the target name.
 One process writes a target at a time: a second export to it stops with one line naming the first
 (tfcnn.runfiles.Lock, a .<name>.lock file beside the target).
 """
@@ -27,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import runfiles
+from tfcnn import compat, data, evaluate, predict, pretrained, runfiles
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.meta import META_FILE, read_meta  # noqa: F401  (read_meta: part of this module's API)
 
@@ -42,49 +43,7 @@ MIN_CHECK_IMAGES = 256
 ONNX_OPSET = 17
 
 
-# ---------------------------------------------------------------- atomic writes
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_dir(target):
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the model folder should not be
-    return tmp
-
-
-def _replace_dir(tmp, target):
-    target = Path(target)
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / "x")
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-
-
-@contextlib.contextmanager
-def _atomic_file(target):
-    """Yield a temporary sibling of `target` (same suffix, so Keras and converters accept it);
-    rename it onto `target` if the block finishes, delete it whatever happens."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    tmp.chmod(0o666 & ~_umask())
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
+# ---------------------------------------------------------------- one writer per target
 
 @contextlib.contextmanager
 def _exclusive(target):
@@ -92,37 +51,29 @@ def _exclusive(target):
     tfcnn.runfiles.Lock) and first remove the temporaries a killed export to it left."""
     target = Path(target)
     with runfiles.Lock(target, "export target", hint="wait for it to finish or pass another --out"):
-        for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*", f".{target.stem}.tmp-*{target.suffix}"):
-            for leftover in target.parent.glob(pattern):
-                if leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
+        runfiles.remove_temporaries_of(target)
+        runfiles.remove_temporaries_of(_sidecar(target))
         yield
 
 
-def _write_json(path, obj):
-    """Write JSON atomically (temp sibling + rename)."""
-    with _atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+def _sidecar(target):
+    """X.json beside a file artefact X: its metadata (tfcnn.meta)."""
+    return target.with_name(target.name + ".json")
 
 
 # ---------------------------------------------------------------- writers (into a given path)
+# Keras, TensorFlow and the converters are imported inside the writers: importing tfcnn.export (--help, tfcnn.ship,
+# tfcnn.bench_inference) loads no TensorFlow.
 
 def _write_saved_model(model, folder, meta):
     import keras
-    from keras.src.export.export_utils import get_input_signature
 
     folder = Path(folder)
-    # model.export(format="tf_saved_model") with the duplicate dropped: Keras 3.15's archive stores every
-    # weight twice (its `variables` lists and, as separate checkpoint values, the serving function's
-    # captured `_all_variables`), so variables/ was twice the weights. The serving signature needs only the
-    # captured ones; its outputs are unchanged (tests/test_export.py).
+    # model.export(format="tf_saved_model") without its duplicate of every weight (compat.drop_duplicate_variables);
+    # the serving signature's outputs are unchanged (tests/test_export.py).
     archive = keras.export.ExportArchive()
-    archive.track_and_add_endpoint("serve", model, get_input_signature(model))
-    archive._tf_trackable.variables = []
-    archive._tf_trackable.trainable_variables = []
-    archive._tf_trackable.non_trainable_variables = []
+    archive.track_and_add_endpoint("serve", model, compat.input_signature(model))
+    compat.drop_duplicate_variables(archive)
     archive.write_out(str(folder), verbose=False)
     model.save(folder / "model.keras")
     _write_saved_model_meta(folder, meta)
@@ -142,30 +93,20 @@ def _write_keras(model, path, meta):
 def _frozen_function(model):
     """The model's forward pass as a graph with every weight and constant folded in."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")
-    concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
-    return convert_variables_to_constants_v2(concrete)
+    return compat.frozen_function(tf.function(lambda images: model(images, training=False)).get_concrete_function(spec))
 
 
 def _write_onnx(model, path, meta):
     # Not model.export(format="onnx"): tf2onnx's from_function turns every captured non-variable
     # tensor into a graph input, so the constant mean/std of a Normalization layer became two
     # extra required inputs (Keras 3.15 + tf2onnx 1.17). Converting the frozen graph avoids that.
-    import warnings
-
     import onnx
     import tensorflow as tf
 
     frozen = _frozen_function(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        try:  # tf2onnx 1.17 still uses np.object etc.; Keras ships the same shim for its own exporter
-            from keras.src.export.tf2onnx_lib import patch_tf2onnx
-            patch_tf2onnx()
-        except ImportError:
-            pass
+    compat.patch_tf2onnx()
     import tf2onnx
 
     tf_log_level = tf.get_logger().level
@@ -212,8 +153,6 @@ def compare(reference, probs, tolerance):
 
 
 def _check(fmt, path, images, reference, tolerance):
-    from tfcnn import predict
-
     runner = predict.open_model(path, kind=fmt)
     return compare(reference, runner.probs(images), tolerance)
 
@@ -229,14 +168,9 @@ def export_saved_model(model, target, meta):
     """Write target/ = SavedModel (serving signature: raw 0-255 pixels -> class probabilities),
     target/model.keras and target/tfcnn.json (class names, input shape, preprocessing), and a copy
     of the metadata in target/assets/ so the SavedModel alone carries it."""
-    with _exclusive(target):
-        tmp = _atomic_dir(target)
-        try:
-            _write_saved_model(model, tmp, meta)
-            runfiles.fault("export")
-            _replace_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _exclusive(target), runfiles.atomic_dir(target) as tmp:
+        _write_saved_model(model, tmp, meta)
+        runfiles.fault("export")
     return Path(target)
 
 
@@ -254,9 +188,7 @@ def export(model, fmt, target, *, images, meta, tolerance=None, keep=(), images_
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.input_shape[1:]):
         raise TfcnnError(f"check images have shape {images.shape[1:]}, the model takes {tuple(model.input_shape[1:])}")
-    from tfcnn.evaluate import predict_proba
-
-    reference = predict_proba(model, images)
+    reference = evaluate.predict_proba(model, images)
     target = Path(target)
     meta = dict(meta)
     about = {"format": fmt, **({"images_from": images_from} if images_from else {})}
@@ -267,8 +199,7 @@ def export(model, fmt, target, *, images, meta, tolerance=None, keep=(), images_
 def _export_owned(model, fmt, target, images, reference, meta, about, tolerance, keep):
     """export(), holding the target's lock."""
     if fmt == "savedmodel":
-        tmp = _atomic_dir(target)
-        try:
+        with runfiles.atomic_dir(target) as tmp:
             _write_saved_model(model, tmp, meta)
             check = _check(fmt, tmp, images, reference, tolerance)
             _fail_unless(check, fmt, target)
@@ -279,17 +210,13 @@ def _export_owned(model, fmt, target, images, reference, meta, about, tolerance,
                         shutil.copytree(target / name, tmp / name)
                     else:
                         shutil.copy2(target / name, tmp / name)
-            _replace_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return check
-    sidecar = target.with_name(target.name + ".json")
-    with _atomic_file(target) as tmp:
+    with runfiles.atomic_path(target) as tmp:
         _WRITERS[fmt](model, tmp, meta)
         check = _check(fmt, tmp, images, reference, tolerance)
         _fail_unless(check, fmt, target)
         # The sidecar goes first: once the artefact's name exists, its metadata does too.
-        _write_json(sidecar, {**meta, "check": {**about, **check}})
+        runfiles.write_json(_sidecar(target), {**meta, "check": {**about, **check}})
     return check
 
 
@@ -323,8 +250,6 @@ def check_indices(total, count):
 
 
 def _check_images(dataset, data_dir, count, input_shape):
-    from tfcnn import data
-
     ds = data.load(dataset, data_dir)
     if tuple(ds.image_shape) != tuple(input_shape):
         raise TfcnnError(f"{dataset} has {ds.image_shape} images but the model takes {tuple(input_shape)}; "
@@ -351,8 +276,7 @@ def main(argv=None):
     if args.check_images < MIN_CHECK_IMAGES:
         raise TfcnnError(f"--check-images must be at least {MIN_CHECK_IMAGES}, got {args.check_images}")
 
-    from tfcnn import pretrained
-    from tfcnn.evaluate import load_model
+    from tfcnn import models  # imports Keras and TensorFlow: after the flags, so that --help is instant
 
     shipped = args.model.startswith(pretrained.PREFIX)
     source = Path(pretrained.resolve(args.model))
@@ -362,7 +286,7 @@ def main(argv=None):
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise TfcnnError(f"{source} has no {META_FILE} naming its dataset; pass --dataset for the check images")
-    model = load_model(source)
+    model = models.load_model(source)
     ds, images = _check_images(dataset, args.data_dir, args.check_images, model.input_shape[1:])
     num_classes = int(model.output_shape[-1])
     if not meta.get("class_names"):

@@ -12,6 +12,8 @@ Transfer learning swaps those two by taking the output of the layer that feeds
 a constant `Normalization` layer named "normalize" right after the input, so an exported
 model takes raw pixels.
 
+`load_model(path)` loads what tfcnn saved: a .keras file, a saved_models/<name> folder or pretrained:NAME.
+
 CLI: python -m tfcnn.models resnet --stack-n 3 --activation elu [--dataset cifar100] [--json]
 """
 import os
@@ -20,12 +22,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import inspect  # noqa: E402
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
+from tfcnn import optim  # noqa: E402, F401  (registers the schedules and optimizers a .keras file may name)
+from tfcnn import pretrained  # noqa: E402
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli  # noqa: E402
+from tfcnn.layers import GELU, FusedBatchNormalization  # noqa: E402
 
 MODELS = {}
 
@@ -81,6 +87,20 @@ def _builder(name):
     if name not in MODELS:
         raise TfcnnError(f"unknown architecture {name!r}; available: {', '.join(available())}")
     return MODELS[name]
+
+
+def load_model(path):
+    """Load a .keras file, the model.keras inside a saved_models/<name> folder, or pretrained:NAME
+    (a shipped model, after its checksums are verified)."""
+    path = Path(pretrained.resolve(path))
+    candidate = path / "model.keras" if path.is_dir() else path
+    if not candidate.exists():
+        raise TfcnnError(f"no model at {path}; pass a .keras file or a saved_models/<name> folder")
+    try:
+        return keras.models.load_model(candidate, compile=False)
+    except Exception as exc:
+        raise TfcnnError(f"{candidate} could not be loaded as a Keras model ({exc.__class__.__name__}); "
+                         "is it a file written by tfcnn.train?") from None
 
 
 # --- argument checks: user errors become one TfcnnError line -------------------------------
@@ -156,7 +176,7 @@ def _check_normalization(normalization, channels):
     return mean.tolist(), std.tolist()
 
 
-def _classifier(x, num_classes, **dense_kwargs):
+def classifier(x, num_classes, **dense_kwargs):
     """Logits layer "predictions" + float32 softmax "probs": the head transfer learning swaps."""
     num_classes = _check_int("num_classes", num_classes, minimum=1)
     x = layers.Dense(num_classes, name="predictions", **dense_kwargs)(x)
@@ -183,7 +203,7 @@ def two_conv(input_shape, num_classes, *, normalization=None, width=5000):
     x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(width, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="two_conv")
+    return keras.Model(inputs, classifier(x, num_classes), name="two_conv")
 
 
 @register
@@ -200,7 +220,7 @@ def pooled(input_shape, num_classes, *, normalization=None, width=5000, pool="ma
     x = _pooling(pool, 2, name="pool1")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(width, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="pooled")
+    return keras.Model(inputs, classifier(x, num_classes), name="pooled")
 
 
 # --- MNIST lab ------------------------------------------------------------------------------
@@ -241,7 +261,7 @@ def lenet5(input_shape, num_classes, *, normalization=None, activation="tanh", p
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(dense_units, start=1):
         x = layers.Dense(units, activation=activation, name=f"fc{i}")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="lenet5")
+    return keras.Model(inputs, classifier(x, num_classes), name="lenet5")
 
 
 # --- CIFAR lecture --------------------------------------------------------------------------
@@ -260,67 +280,10 @@ def cifar_cnn(input_shape, num_classes, *, normalization=None):
     x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
     x = layers.AveragePooling2D(4, name="avg_pool")(x)
     x = layers.Flatten(name="flatten")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="cifar_cnn")
+    return keras.Model(inputs, classifier(x, num_classes), name="cifar_cnn")
 
 
 # --- ResNet lab -----------------------------------------------------------------------------
-
-@keras.saving.register_keras_serializable(package="tfcnn")
-class FusedBatchNormalization(layers.BatchNormalization):
-    """BatchNormalization on TensorFlow's fused kernel (FusedBatchNormV3) for NHWC feature maps.
-
-    Keras 3 computes batch norm as separate moment and elementwise ops (plus float32 casts under
-    mixed precision), forward and backward; one fused kernel trains ResNet-32 1.5x faster in float32
-    on a 2-core CPU, 1.9x in bfloat16, where oneDNN then runs the whole network in bfloat16
-    (docs/RESULTS.md, "Performance").
-    Same weights, config and moving-average update as BatchNormalization; other inputs, masks,
-    renorm and other backends fall back to it.
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        if (keras.backend.backend() != "tensorflow" or mask is not None or len(inputs.shape) != 4
-                or self.axis not in (-1, 3) or getattr(self, "renorm", False) or self.synchronized):
-            return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
-        channels = inputs.shape[-1]
-        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
-        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
-        if training and self.trainable:
-            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
-            # The kernel returns the unbiased (n / (n - 1)) variance; Keras keeps the biased one.
-            n = tf.cast(tf.size(inputs) // channels, tf.float32)
-            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        else:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
-                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, data_format="NHWC",
-                is_training=False)
-        return tf.cast(y, self.compute_dtype)
-
-
-@keras.saving.register_keras_serializable(package="tfcnn")
-class GELU(layers.Layer):
-    """Exact GELU, x * Phi(x) (Hendrycks & Gimpel 2016), as PyTorch's nn.GELU().
-
-    In training on TensorFlow it runs as one XLA-compiled kernel forward and one backward
-    (tfcnn.kernels.gelu) instead of TF's chain of elementwise ops, which cost about half of the
-    airbench94 step (docs/RESULTS.md, "CIFAR-10 speedrun"). Inference and exports use keras.ops.gelu,
-    the same function, so SavedModel, ONNX and TFLite see standard ops (tfcnn.kernels.compiled_inference
-    opts a timed inference pass in).
-    """
-
-    def call(self, inputs, training=None):
-        if keras.backend.backend() == "tensorflow":
-            from tfcnn import kernels
-
-            if training or kernels.compiled_inference_on():
-                return kernels.gelu(inputs)
-        return keras.ops.gelu(inputs, approximate=False)
-
 
 def _bn(name):
     # BIGBALLON cifar-10-cnn / the Torch defaults: momentum 0.9, epsilon 1e-5.
@@ -386,7 +349,7 @@ def resnet(input_shape, num_classes, *, normalization=None, stack_n=5, activatio
     x = _bn("final_bn")(x)
     x = layers.Activation(activation, name=f"final_{activation}")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = _classifier(x, num_classes, kernel_initializer="he_normal",
+    outputs = classifier(x, num_classes, kernel_initializer="he_normal",
                           kernel_regularizer=regularizer)
     suffix = "" if activation == "relu" else f"_{activation}"
     return keras.Model(inputs, outputs, name=f"resnet{6 * stack_n + 2}{suffix}")
@@ -445,7 +408,7 @@ def airbench94(input_shape, num_classes, *, normalization=None, activation="gelu
         x = conv_group(x, filters, name=f"group{i}", activation=activation)
     x = layers.GlobalMaxPooling2D(name="max_pool")(x)
     x = layers.Rescaling(1 / 9, name="head_scale")(x)  # airbench's scaling_factor, before the linear head
-    outputs = _classifier(x, num_classes, use_bias=False, kernel_initializer=_torch_uniform())
+    outputs = classifier(x, num_classes, use_bias=False, kernel_initializer=_torch_uniform())
     model = keras.Model(inputs, outputs, name="airbench94")
     model.get_layer("whiten").kernel.trainable = False  # set from data, never trained; its bias trains
     return model
@@ -534,7 +497,7 @@ def mobilenet_v2(input_shape, num_classes, *, normalization=None, alpha=0.5, dro
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name=f"mobilenet_v2_{alpha:.2f}")
+    return keras.Model(inputs, classifier(x, num_classes), name=f"mobilenet_v2_{alpha:.2f}")
 
 
 # --- CLI: print a model's summary or its counts as JSON -------------------------------------
@@ -592,8 +555,6 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
     if args.pretrained:
-        from tfcnn import pretrained
-
         print("\n".join(pretrained.listing()))
         return 0
     if args.arch is None:

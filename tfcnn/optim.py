@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfcnn.errors import TfcnnError
+from tfcnn.initializers import WHITEN_LAYER
 
 
 @keras.saving.register_keras_serializable(package="tfcnn")
@@ -131,7 +132,7 @@ class RecipeSGD(keras.optimizers.SGD):
         schedule = self._learning_rate
         return float(getattr(schedule, "base_lr", None) or ops.convert_to_numpy(self.learning_rate))
 
-    def _backend_apply_gradients(self, grads, trainable_variables):
+    def _backend_apply_gradients(self, grads, trainable_variables):  # a private Keras hook (tfcnn.compat.OVERRIDDEN)
         if self.lookahead_every:
             def start():  # the average starts at the weights training starts from
                 for average, var in zip(self._averages, self._averaged):
@@ -186,8 +187,6 @@ def recipe_rules(model, config, steps_per_epoch):
             if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
                 rules[layer.beta.path] = [config.bn_bias_lr, None]
     if config.whiten_bias_epochs is not None or config.whiten_bias_lr != 1.0:
-        from tfcnn.initializers import WHITEN_LAYER
-
         try:
             layer = model.get_layer(WHITEN_LAYER)
         except ValueError:

@@ -15,7 +15,6 @@ An image that cannot be read is reported as one line on stderr ("error: PATH: wh
 others are still classified; the exit status is then 2. With --json the failures also appear
 in the "results" list as {"image": PATH, "error": why}.
 """
-import contextlib
 import json
 import os
 import sys
@@ -25,8 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import meta as meta_lib
-from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
+from tfcnn import hardware, meta as meta_lib, pretrained
+from tfcnn.errors import ArgumentParser, TfcnnError, native_stderr_off, run_cli
 
 KINDS = ("savedmodel", "keras", "onnx", "tflite")
 _SUFFIX_KIND = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
@@ -66,8 +65,6 @@ def _kind_of(path):
 
 def open_model(path, kind=None):
     """Load the model at `path` (kind inferred from the path unless given) for `Model.probs`."""
-    from tfcnn import pretrained  # no TensorFlow either
-
     path = Path(pretrained.resolve(path))
     if not path.exists():
         raise TfcnnError(f"no model at {path}; pass a SavedModel folder, saved_models/<name>, "
@@ -85,7 +82,7 @@ def open_model(path, kind=None):
 
 
 def _open_savedmodel(path, meta):
-    import tensorflow as tf
+    import tensorflow as tf  # here, not at the top: ONNX and TFLite models run without TensorFlow
 
     loaded = tf.saved_model.load(str(path))
     signature = loaded.signatures["serving_default"]
@@ -99,9 +96,9 @@ def _open_savedmodel(path, meta):
 
 
 def _open_keras(path, meta):
-    from tfcnn.evaluate import load_model
+    from tfcnn import models  # imports Keras and TensorFlow: ONNX and TFLite models run without them
 
-    model = load_model(path)
+    model = models.load_model(path)
     # predict_on_batch, not predict: Model.probs already cuts batches of 256, and predict's per-call set-up
     # (a tf.data pipeline, callbacks) made batch-1 latency 84x (LeNet-5) and 10x (ResNet-32) slower
     # (docs/RESULTS.md, "Inference speed of the exports").
@@ -114,8 +111,6 @@ def runtime_threads():
     the shipped exports"): on an idle 2-core Zen 5 both cores gave ResNet-32 1.9-2.0x the batch-256 throughput
     and 1.6x lower batch-1 latency than one thread; on a Zen 4 whose 2 cores ran two trainings, one
     non-spinning thread was the fastest setting of onnxruntime in both."""
-    from tfcnn import hardware
-
     cores = os.cpu_count() or 1
     load = hardware.load_average()
     return 1 if load and load[0] >= cores else cores
@@ -153,26 +148,9 @@ def _open_tflite(path, meta):
         interpreter.invoke()
         return interpreter.get_tensor(out["index"]).copy()
 
-    with _native_stderr_off():  # the first allocation logs "INFO: Created ... XNNPACK delegate" to fd 2
+    with native_stderr_off():  # the first allocation logs "INFO: Created ... XNNPACK delegate" to fd 2
         interpreter.allocate_tensors()
     return Model("tflite", path, run, inp["shape"][1:], meta, threads)
-
-
-@contextlib.contextmanager
-def _native_stderr_off():
-    """Keep C++ log lines off stderr (fd 2), so a CLI error stays one line; TFCNN_TF_LOGS=1 shows them."""
-    if os.environ.get("TFCNN_TF_LOGS"):
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 _OPENERS = {"savedmodel": _open_savedmodel, "keras": _open_keras, "onnx": _open_onnx, "tflite": _open_tflite}

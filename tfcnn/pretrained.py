@@ -2,20 +2,17 @@
 
     python -m tfcnn.models --pretrained                      # what is shipped, with its headline figure
     python -m tfcnn.evaluate --model pretrained:resnet32-cifar10 --dataset cifar10
-    python -m tfcnn.pretrained ship --run runs/NAME --as resnet32-cifar10 --command "python -m tfcnn.train ..."
+    python -m tfcnn.pretrained verify                        # every shipped file against its sha256
 
 saved_models/MANIFEST.json lists each shipped model with the sha256 of every file in its folder and
 the figures its MODEL_CARD.md claims. `resolve("pretrained:NAME")` checks those checksums before a
 model is used, so a changed or truncated file is one clear error, never a silently different model.
 $TFCNN_MODELS_DIR names another models folder (one holding MANIFEST.json), e.g. for an installed package.
-This module imports no TensorFlow (only `ship` does, lazily).
+This module imports no TensorFlow (tfcnn.ship adds a finished run to the shipped models).
 """
 import json
-import math
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
@@ -24,23 +21,6 @@ from tfcnn.runfiles import sha256
 PREFIX = "pretrained:"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "saved_models"
 MANIFEST_FILE = "MANIFEST.json"
-# Test images each card's accuracy is re-measured on (evenly spaced over the test set: export.check_indices).
-SUBSET_IMAGES = 1000
-# Where each dataset comes from and under what terms, for the cards.
-DATA_SOURCES = {
-    "mnist": "MNIST (LeCun, Cortes & Burges), 60,000 train / 10,000 test handwritten digits; "
-             "licence: CC BY-SA 3.0 (as distributed by Yann LeCun and Corinna Cortes).",
-    "notmnist": "notMNIST (Yaroslav Bulatov, 2011), letters A-J rendered from public fonts; a per-letter-balanced "
-                "subset of notMNIST_large for training and notMNIST_small for test; no formal licence was given "
-                "by its author (public release with a blog post).",
-    "cifar10": "CIFAR-10 (Krizhevsky, 2009, University of Toronto), original pixels; no formal licence, released "
-               "for research with a request to cite the technical report 'Learning Multiple Layers of Features "
-               "from Tiny Images'.",
-    "cifar100": "CIFAR-100 (Krizhevsky, 2009, University of Toronto), original pixels; no formal licence, released "
-                "for research with a request to cite 'Learning Multiple Layers of Features from Tiny Images'.",
-}
-DATA_SOURCES["cifar10_reptiles"] = (DATA_SOURCES["cifar10"] + " Plus the 5 reptile classes of CIFAR-100 "
-                                    "(crocodile, dinosaur, lizard, snake, turtle) as labels 10-14.")
 
 
 def shipped_dir():
@@ -59,7 +39,7 @@ def manifest():
         raise TfcnnError(f"{path} is unreadable ({exc}); restore it with `git checkout -- {path}`") from None
 
 
-def _files(folder):
+def checksums(folder):
     """{relative posix path: sha256} of every file under folder, sorted."""
     folder = Path(folder)
     return {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -101,155 +81,18 @@ def listing():
     return rows or [f"no shipped models ({shipped_dir() / MANIFEST_FILE} lists none; TFCNN_MODELS_DIR sets the folder)"]
 
 
-# ---------------------------------------------------------------- shipping a finished run
-
-def cpu_description():
-    """'AMD EPYC (native bfloat16, 2 cores)': the CPU model, whether it computes bfloat16 natively, its cores."""
-    from tfcnn.hardware import cpu_info
-
-    cpu = cpu_info()
-    return f"{cpu['model']} ({'native' if cpu['native_bf16'] else 'no native'} bfloat16, {cpu['cores']} cores)"
-
-
-def _card(name, entry, config, metrics):
-    t = entry["test"]
-    per_class = sorted(metrics["test"]["per_class"].items(), key=lambda kv: kv[1]["f1-score"])
-    weakest = ", ".join(f"{c} (F1 {v['f1-score']:.3f})" for c, v in per_class[:3])
-    rows = "\n".join(f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1-score']:.4f} | {int(v['support'])} |"
-                     for c, v in metrics["test"]["per_class"].items())
-    sub = entry["subset"]
-    if config.get("checkpoint", "best") == "last":
-        held_out = (f"minus a seeded, stratified {config['val_fraction']:.0%} validation split (seed {config['seed']}); "
-                    if config["val_fraction"] else "(all of it, no validation split); ")
-        split = (f"Training used the train split {held_out}the checkpoint is the last epoch's weights (epoch "
-                 f"{metrics['epochs']}), chosen before training; the test split was used once, at the end.")
-    else:
-        split = (f"Training used the train split minus a seeded, stratified {config['val_fraction']:.0%} validation "
-                 f"split\n(seed {config['seed']}), which chose the checkpoint (best validation accuracy, epoch "
-                 f"{metrics['best_epoch']} of\n{metrics['epochs']}); the test split was used once, at the end.")
-    best_val = metrics.get("best_val_accuracy")
-    best_val = f"{best_val:.4f}" if best_val is not None and math.isfinite(best_val) else "- (no validation split)"
-    return f"""# {name}
-
-{entry['arch']} ({entry['params']:,} parameters) trained on `{entry['dataset']}`{' classes ' + ', '.join(map(str, config.get('classes') or [])) if config.get('classes') else ''}.
-Load it with `--init-from pretrained:{name}` (tfcnn.train), or `--model pretrained:{name}` (tfcnn.evaluate,
-tfcnn.export, tfcnn.predict); the files are checked against saved_models/{MANIFEST_FILE} first.
-
-## Data and split
-{DATA_SOURCES.get(entry['dataset'].split(':')[0], entry['dataset'])}
-{split}
-
-## Recipe
-```
-{entry['command']}
-```
-Full settings: `config.json` of the run, copied here as `run_config.json`.
-
-## Results (test split, float32 inference)
-- test accuracy **{t['accuracy']:.4f}**, macro F1 **{t['f1_macro']:.4f}** on {t['num_examples']:,} test images
-- best validation accuracy {best_val}
-- subset re-measured by the tests (tests/test_pretrained.py): {sub['images']} test images evenly spaced
-  (`tfcnn.export.check_indices({t['num_examples']}, {sub['images']})`): {sub['correct']} correct, accuracy {sub['accuracy']:.4f}
-- training: {metrics['train_time_s'] / 60:.1f} min ({metrics['epochs']} epochs, {metrics['train_images_per_s']} images/s,
-  {metrics['precision_policy']}) on {entry['trained_on']}
-
-| class | precision | recall | F1 | test images |
-|---|---:|---:|---:|---:|
-{rows}
-
-## Known weaknesses
-- Weakest classes: {weakest}.
-- Inputs must look like the training data: {entry['input_shape'][0]}x{entry['input_shape'][1]} images, raw 0-255 pixels
-  (normalisation is inside the model); other sizes are resized by tfcnn.predict and lose accuracy.
-- Trained on one small benchmark: not robust to distribution shift, adversarial inputs, or classes it never saw
-  (it always answers one of its {len(metrics['test']['per_class'])} classes).
-
-## Files
-SavedModel (`saved_model.pb`, `variables/`), `model.keras`, `model.onnx` (+ `model.onnx.json`: parity
-check against Keras), `tfcnn.json` (class names, input shape, preprocessing), this card.
-"""
-
-
-def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGES, saved_models_dir="saved_models"):
-    """Copy a finished run's exported model to saved_models/<as_name>/, add model.onnx and a card, and
-    record it (checksums, figures) in the manifest. Returns the manifest entry."""
-    from tfcnn import data, export
-    from tfcnn.evaluate import load_model, predict_proba
-
-    run_dir = Path(run_dir)
-    metrics_file, config_file = run_dir / "metrics.json", run_dir / "config.json"
-    if not metrics_file.is_file():
-        raise TfcnnError(f"{run_dir} has no metrics.json: only a finished run can be shipped")
-    metrics, config = json.loads(metrics_file.read_text()), json.loads(config_file.read_text())
-    source = Path(config["saved_models_dir"]) / config["name"]
-    if not (source / "saved_model.pb").is_file():
-        raise TfcnnError(f"{source} holds no exported SavedModel of run {run_dir}")
-    target = shipped_dir() / as_name
-    tmp = target.with_name(f".{as_name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # Re-exported from the uncompiled model: the weights without the optimizer's state (half the size).
-    model, meta = load_model(source), export.read_meta(source)
-    export.export_saved_model(model, tmp, meta)
-    shutil.copy2(config_file, tmp / "run_config.json")
-    ds = data.load(config["dataset"], data_dir, classes=config.get("classes"))
-    images = ds.x_test[export.check_indices(len(ds.x_test), export.CHECK_IMAGES)]
-    export.export(model, "onnx", tmp / "model.onnx", images=images, meta={k: v for k, v in meta.items() if k != "check"},
-                  images_from=f"{ds.name} test set, {len(images)} of {len(ds.x_test)} images evenly spaced")
-    # The accuracy the card claims on a fixed subset, re-measured exactly by tests/test_pretrained.py.
-    subset_images = min(subset_images, len(ds.x_test))
-    subset = export.check_indices(len(ds.x_test), subset_images)
-    full = predict_proba(model, ds.x_test).argmax(1)
-    if abs(float((full == ds.y_test).mean()) - metrics["test"]["accuracy"]) > 1e-9:
-        raise TfcnnError(f"{source} gives test accuracy {(full == ds.y_test).mean():.4f}, its run recorded "
-                         f"{metrics['test']['accuracy']:.4f}: not the run's model")
-    correct = int((full[subset] == ds.y_test[subset]).sum())
-    t = metrics["test"]
-    entry = {
-        "arch": metrics["arch"], "dataset": config["dataset"], "classes": config.get("classes"),
-        "class_names": meta["class_names"], "input_shape": meta["input_shape"], "params": metrics["params"],
-        "command": command, "run": run_dir.name, "trained_on": cpu_description(),
-        "shipped": time.strftime("%Y-%m-%d"),
-        "test": {k: t[k] for k in ("accuracy", "f1_macro", "num_examples")} |
-                {"per_class_f1": {c: round(v["f1-score"], 4) for c, v in t["per_class"].items()}},
-        "subset": {"images": len(subset), "correct": correct, "accuracy": correct / len(subset),
-                   "indices": f"tfcnn.export.check_indices({len(ds.x_test)}, {subset_images})"},
-        "train_time_s": metrics["train_time_s"], "epochs": metrics["epochs"],
-    }
-    (tmp / "MODEL_CARD.md").write_text(_card(as_name, entry, config, metrics))
-    entry["files"] = _files(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    whole = manifest()
-    whole.setdefault("models", {})[as_name] = entry
-    path = shipped_dir() / MANIFEST_FILE
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(whole, indent=1) + "\n")
-    os.replace(part, path)
-    return entry
-
-
 def main(argv=None):
-    parser = ArgumentParser(prog="python -m tfcnn.pretrained", description="List, check and ship the trained models.")
+    parser = ArgumentParser(prog="python -m tfcnn.pretrained", description="List and check the shipped trained models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the shipped models and their headline figures")
     check = sub.add_parser("verify", help="check every shipped file against the manifest's sha256")
     check.add_argument("names", nargs="*", help="models to check (default: all)")
-    cmd = sub.add_parser("ship", help="copy a finished run's model into saved_models/ with a card and checksums")
-    cmd.add_argument("--run", required=True, help="the finished run folder, runs/<name>")
-    cmd.add_argument("--as", dest="as_name", required=True, help="the shipped name, e.g. resnet32-cifar10")
-    cmd.add_argument("--command", required=True, help="the exact command that trained it (goes into the card)")
-    cmd.add_argument("--data-dir", default=None, help="dataset folder (default $TFCNN_DATA_DIR, else ./data)")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(listing()))
-    elif args.command == "verify":
+    else:
         for name in args.names or list(manifest()["models"]):
             print(f"{name}: ok ({verify(name)})")
-    else:
-        entry = ship(args.run, args.as_name, args.command, data_dir=args.data_dir)
-        print(f"shipped {args.as_name}: test accuracy {entry['test']['accuracy']:.4f}, "
-              f"{sum((shipped_dir() / args.as_name / f).stat().st_size for f in entry['files']) / 1e6:.1f} MB")
     return 0
 
 

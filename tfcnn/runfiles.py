@@ -88,6 +88,28 @@ def atomic_path(target):
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(target):
+    """Yield a new empty folder beside `target` to fill; once the block ends, it takes `target`'s name (an
+    existing `target` is moved aside first, then removed). `target` is either untouched or whole; the
+    temporary folder never stays."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if target.exists():
+            old = temp_sibling(target)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(target, text):
     """Replace `target`'s content with `text`, atomically."""
     with atomic_path(target) as tmp:
@@ -96,6 +118,16 @@ def write_text(target, text):
 
 def write_json(target, obj):
     write_text(target, json.dumps(obj, indent=2) + "\n")
+
+
+def remove_temporaries_of(target):
+    """Delete the temporary siblings (files or folders) a killed writer of `target` left."""
+    target = Path(target)
+    for leftover in target.parent.glob(f"{TMP_PREFIX}*-{target.name}"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def remove_temporaries(folder):

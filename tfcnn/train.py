@@ -34,22 +34,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import tensorflow as tf
 
-from tfcnn import config as config_lib, runfiles
+from tfcnn import (callbacks as tfcnn_callbacks, checkpoints, compat, config as config_lib, data, distributed, evaluate,
+                   export, hardware, initializers, kernels, models, optim, pipelines, runfiles, transfer)
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.hardware import cpu_has_bf16 as _cpu_has_bf16  # a module name configure_runtime looks up (tests patch it)
-
-# Fields that may differ between an interrupted run and its resumption (a run folder may have been moved).
-# steps_per_execution changes no result (tests/test_faults.py resumes a run with it to the plain run's metrics).
-_RESUME_FREE = {"name", "verbose", "overwrite", "tensorboard", "data_dir", "cpu_threads", "peer_timeout", "runs_dir",
-                "saved_models_dir", "steps_per_execution", "tta"}
 
 
 def configure_runtime(config):
     """Threads, logical CPU devices, the distribution strategy, seeds and precision, in the order
     TensorFlow needs (before its runtime starts). Returns (strategy, precision policy name)."""
-    import tensorflow as tf
-
     try:
         # TF's own thread pools unless --cpu-threads is given: with the fused-BatchNorm bfloat16 graph
         # they train ResNet-32 1.15x faster than pinning inter-op 2 / intra-op all cores (which helped
@@ -69,7 +64,7 @@ def configure_runtime(config):
         tf.config.experimental.enable_op_determinism()
     precision = config.mixed_precision
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    onednn = not gpu and _onednn_enabled()
+    onednn = not gpu and compat.onednn_enabled()
     if precision == "auto":
         # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.4x and LeNet-5 1.06x faster
         # in bfloat16, with ResNet-32's and ResNet-20's test accuracy unchanged
@@ -88,27 +83,11 @@ def configure_runtime(config):
 
 def _set_onednn_bfloat16(enabled):
     """Switch TF's oneDNN bfloat16 auto-mixed-precision graph pass (for graphs traced from now on)."""
-    import tensorflow as tf
-
     tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": enabled})
 
 
-def _onednn_enabled():
-    """oneDNN kernels are on (TF's default on Linux x86; TF_ENABLE_ONEDNN_OPTS=0 turns them off)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
-
-
 def make_strategy(config):
-    import tensorflow as tf
-
     if config.strategy == "multiworker":
-        from tfcnn import distributed
-
         return distributed.multi_worker_strategy(config.peer_timeout)  # cluster from TF_CONFIG; before any op
     gpus = tf.config.list_logical_devices("GPU")
     if config.strategy == "mirrored":
@@ -128,7 +107,7 @@ def _check_run_dir(config, run_dir):
         raise TfcnnError(f"run {run_dir} already finished; choose another --name or pass --overwrite to replace it")
     if saved.exists():
         old = json.loads(saved.read_text())
-        changed = config.changed_from(old, _RESUME_FREE)
+        changed = config.changed_from(old, config_lib.RESUME_FREE)
         if changed:
             raise TfcnnError(f"{run_dir} holds an unfinished run with different settings ({', '.join(changed)}); "
                              "resume it with the same settings or choose another --name")
@@ -183,9 +162,6 @@ def _fit_stage(model, run, stage, epochs):
     """One training stage, resumed after its last finished epoch: model.fit on one device, the distributed
     EpochLoop under a tf.distribute strategy (Keras 3.15's fit cannot run under MultiWorkerMirroredStrategy,
     keras-team/keras#20585)."""
-    from tfcnn import callbacks as tfcnn_callbacks, checkpoints, distributed
-    from tfcnn.pipelines import train_epochs
-
     config, pipes, run_dir, strategy, chief, steps = (run.config, run.pipes, run.run_dir, run.strategy, run.chief,
                                                       run.steps)
 
@@ -215,7 +191,7 @@ def _fit_stage(model, run, stage, epochs):
             feed = tfcnn_callbacks.EpochFeed(pipes, config.seed, steps)
             train, steps_per_epoch, callbacks = feed.dataset, None, [feed, *callbacks, tfcnn_callbacks.CallProgbar()]
         else:
-            train = train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
+            train = pipelines.train_epochs(pipes, start_epoch=initial_epoch, epochs=epochs, seed=config.seed)
             steps_per_epoch = steps
         if loop is None:
             model.fit(train, validation_data=pipes.val, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -242,8 +218,6 @@ def _fit_stage(model, run, stage, epochs):
 
 def _custom_loop(strategy):
     """Mirrored strategies (one machine or several) train in distributed.EpochLoop, one device in model.fit."""
-    import tensorflow as tf
-
     return isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
 
 
@@ -260,15 +234,11 @@ def decoupled_weight_decay(config):
 
 def load_data(config):
     """The run's dataset (tfcnn.data.load of config.dataset and config.classes)."""
-    from tfcnn import data
-
     return data.load(config.dataset, config.data_dir, classes=config.classes)
 
 
 def make_pipelines(config, ds, global_batch=None):
     """The run's tf.data pipelines of `ds`, batched at `global_batch` (default config.batch_size: one replica)."""
-    from tfcnn import pipelines
-
     return pipelines.make_pipelines(ds, batch_size=global_batch or config.batch_size, val_fraction=config.val_fraction,
                                     seed=config.seed, augment=config.augment, limit_train=config.limit_train,
                                     limit_test=config.limit_test, one_hot=config.label_smoothing > 0, cutout=config.cutout,
@@ -279,13 +249,9 @@ def make_pipelines(config, ds, global_batch=None):
 def build_model(config, pipes, num_classes):
     """(model to train, plain model, frozen layer names): the new or fine-tuned network; under SAM the model to
     train wraps the plain one, which is what is saved."""
-    from tfcnn import models, transfer
-    from tfcnn.evaluate import load_model
-    from tfcnn.optim import with_sam
-
     frozen = []
     if config.init_from:
-        base = load_model(config.init_from)
+        base = models.load_model(config.init_from)
         if tuple(base.input_shape[1:]) != tuple(pipes.image_shape):
             raise TfcnnError(f"--init-from model takes {base.input_shape[1:]} images but {config.dataset} has "
                              f"{tuple(pipes.image_shape)}; fine-tune on data of the same shape")
@@ -296,7 +262,7 @@ def build_model(config, pipes, num_classes):
                              normalization=(pipes.mean.tolist(), pipes.std.tolist()), **config.model_options())
         _data_driven_init(model, config, pipes)
     if config.optimizer == "sam":
-        sam = with_sam(model, config.sam_rho)
+        sam = optim.with_sam(model, config.sam_rho)
         return sam, model, frozen
     return model, model, frozen
 
@@ -306,11 +272,9 @@ def compile_model(model, plain, config, steps_per_epoch, *, global_batch=None, s
     """Compile `model` (build_model's first) with the config's optimizer, loss and accuracy. `plain`: build_model's
     second (the airbench recipe's optimizer reads its layers); `lr` / `epochs`: a stage's own (fine-tuning);
     `steps_per_execution`: None takes the config's."""
-    from tfcnn.optim import make_optimizer
-
-    optimizer = make_optimizer(config, steps_per_epoch, lr=lr, epochs=epochs,
-                               decoupled_weight_decay=decoupled_weight_decay(config), model=plain,
-                               global_batch=global_batch or config.batch_size)
+    optimizer = optim.make_optimizer(config, steps_per_epoch, lr=lr, epochs=epochs,
+                                     decoupled_weight_decay=decoupled_weight_decay(config), model=plain,
+                                     global_batch=global_batch or config.batch_size)
     if config.label_smoothing > 0:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     else:
@@ -323,8 +287,6 @@ def compile_model(model, plain, config, steps_per_epoch, *, global_batch=None, s
 def _data_driven_init(model, config, pipes):
     """airbench's initialisations (tfcnn.initializers), when the config asks for them. A resumed run's backup
     overwrites them with the trained weights."""
-    from tfcnn import initializers
-
     if config.dirac_init:
         initializers.dirac_init(model)
     if config.whiten_init:
@@ -342,8 +304,6 @@ def train_and_evaluate(config, callbacks=()):
     if config.verbose is None:  # progress bars for a terminal, one line per epoch for a log file or pipe
         config = dataclasses.replace(config, verbose=1 if sys.stdout.isatty() else 2)
     strategy, precision = configure_runtime(config)
-    from tfcnn import distributed
-
     if not config.name:
         config.name = f"{config.arch}-{config.dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     chief = distributed.is_chief(strategy)
@@ -363,9 +323,6 @@ def train_and_evaluate(config, callbacks=()):
 
 def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
     """train_and_evaluate, holding the run folder's lock."""
-    from tfcnn import distributed, transfer
-    from tfcnn.optim import with_sam
-
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     ds = load_data(config)
@@ -404,7 +361,7 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
                 plain.load_weights(run_dir / "best.weights.h5")
             with strategy.scope():
                 transfer.unfreeze_for_fine_tuning(plain)
-                model = with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
+                model = optim.with_sam(plain, config.sam_rho) if config.optimizer == "sam" else plain
                 lr = config.fine_tune_lr or config.lr / 10
                 compile_model(model, plain, config, steps, global_batch=global_batch, steps_per_execution=per_call,
                               lr=lr, epochs=config.fine_tune_epochs)
@@ -429,8 +386,6 @@ def _evaluate_and_save(run, plain, ds, saved_dir, *, wall, precision, frozen):
     """Evaluate the best checkpoint on test; write the report, figures, model.keras, the SavedModel and,
     last, metrics.json (which marks the run finished: the same command then stops at once, so every other
     file must be whole before it exists). Returns the metrics."""
-    from tfcnn import distributed, evaluate, export
-
     config, pipes, strategy, run_dir = run.config, run.pipes, run.strategy, run.run_dir
     replicas = strategy.num_replicas_in_sync
 
@@ -439,8 +394,6 @@ def _evaluate_and_save(run, plain, ds, saved_dir, *, wall, precision, frozen):
         # The TTA pass is on the speedrun's clock (as airbench's, whose views run at its training precision), so
         # it runs at the training precision too; the single view and every export below are float32.
         plain.load_weights(run_dir / "best.weights.h5")
-        from tfcnn import kernels
-
         tta_start = time.perf_counter()
         with kernels.compiled_inference():
             tta_metrics, _, _ = evaluate.test_report(plain, pipes.x_test, pipes.y_test, pipes.class_names,
@@ -454,23 +407,24 @@ def _evaluate_and_save(run, plain, ds, saved_dir, *, wall, precision, frozen):
     plain.load_weights(run_dir / "best.weights.h5")
     if _custom_loop(strategy):
         plain = distributed.outside_strategy(plain)  # evaluated, saved and exported by the chief alone
-    hist = _history_rows(run_dir)
+    hist = evaluate.history(run_dir).to_dict("records")  # epochs numbered from 1
     # Times summed over history.csv: a resumed run counts the epochs of its earlier processes too.
-    train_time = sum(float(row.get("epoch_time_s", 0)) for row in hist)
+    train_time = sum(row["epoch_time_s"] for row in hist if math.isfinite(row.get("epoch_time_s", math.nan)))
     validated = [row for row in hist if math.isfinite(row.get("val_accuracy", math.nan))]
     best_epoch = max(validated, key=lambda r: r["val_accuracy"]) if validated else {}
     kept = hist[-1] if config.checkpoint == "last" and hist else best_epoch
     extra = {
         "run": config.name, "arch": config.arch, "dataset": config.dataset,
         "params": int(plain.count_params()),
-        "epochs": len(hist), "best_epoch": int(best_epoch["epoch"]) + 1 if best_epoch else None,
+        "epochs": len(hist), "best_epoch": int(best_epoch["epoch"]) if best_epoch else None,
         "best_val_accuracy": best_epoch.get("val_accuracy"),
-        "checkpoint": config.checkpoint, "checkpoint_epoch": int(kept.get("epoch", -1)) + 1,
+        "checkpoint": config.checkpoint, "checkpoint_epoch": int(kept.get("epoch", 0)),
         "final_val_accuracy": hist[-1].get("val_accuracy") if validated else None,
         "train_time_s": round(train_time, 2), "wall_time_s": round(wall, 2),
         "epoch_time_s": round(train_time / len(hist), 3) if hist else None,
         "train_images_per_s": round(pipes.train_size * len(hist) / train_time, 1) if train_time else None,
         "precision_policy": precision, "replicas": replicas, "frozen_layers": frozen,
+        "cpu": hardware.describe_cpu(hardware.cpu_info()),  # every time above is this machine's
     }
     class_ids = ds.class_ids or list(range(ds.num_classes))
     if tta:
@@ -501,26 +455,10 @@ def _evaluate_and_save(run, plain, ds, saved_dir, *, wall, precision, frozen):
           f"{extra['epochs']} epochs in {train_time:.0f}s ({extra['train_images_per_s']} img/s) -> {run_dir}, {target}",
           flush=True)
     if tta:
-        from tfcnn.hardware import cpu_info, describe_cpu
-
         print(f"{config.name}: single-view {t['accuracy']:.4f}, TTA {tta['accuracy']:.4f} ({tta['views']} views), "
-              f"{extra['time_to_tta_s']:.1f} s from the start of training to the TTA accuracy ({describe_cpu(cpu_info())})",
+              f"{extra['time_to_tta_s']:.1f} s from the start of training to the TTA accuracy ({extra['cpu']})",
               flush=True)
     return metrics
-
-
-def _history_rows(run_dir):
-    import pandas as pd
-
-    frames = [pd.read_csv(p) for p in (run_dir / "history.csv", run_dir / "history_fine_tune.csv") if p.exists()]
-    if not frames:
-        return []
-    rows = []
-    for frame in frames:
-        offset = len(rows)
-        for row in frame.to_dict("records"):
-            rows.append({**row, "epoch": offset + int(row["epoch"])})
-    return rows
 
 
 def main(argv=None):

@@ -9,20 +9,19 @@ import re
 
 import keras
 
+from tfcnn import models
 from tfcnn.errors import TfcnnError
 
 HEAD = ("predictions", "probs")
 
 
 def replace_head(model, num_classes):
-    """Same network up to the features, new Dense 'predictions' + softmax 'probs' for num_classes."""
+    """Same network up to the features, a new head for num_classes (the builders' own: models.classifier)."""
     try:
         features = model.get_layer("predictions").input
     except ValueError:
         raise TfcnnError(f"model {model.name} has no 'predictions' layer; only tfcnn models can be fine-tuned") from None
-    logits = keras.layers.Dense(num_classes, name="predictions")(features)
-    probs = keras.layers.Activation("softmax", dtype="float32", name="probs")(logits)
-    return keras.Model(model.inputs, probs, name=f"{model.name}_transfer")
+    return keras.Model(model.inputs, models.classifier(features, num_classes), name=f"{model.name}_transfer")
 
 
 def _block(name):
