@@ -61,11 +61,11 @@ def main(argv=None):
     for r in rows:
         print(f"{r['seed']:4d} {r['acc']:11.4f} {r['tta_acc']:7.4f} {r['time_s']:8.1f} {r['tta_s'] or 0:10.1f}  "
               f"{r['source']}")
-    for key, label in (("acc", "single view"), ("tta_acc", "TTA"), ("time_s", "time s")):
+    for key, label, digits in (("acc", "single view", 4), ("tta_acc", "TTA", 4), ("time_s", "time s", 1)):
         values = [r[key] for r in rows]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{label:>11}: mean {statistics.mean(values):.4f}  std {std:.4f}  min {min(values):.4f}  "
-              f"max {max(values):.4f}  ({len(values)} seeds)")
+        print(f"{label:>11}: mean {statistics.mean(values):.{digits}f}  std {std:.{digits}f}  "
+              f"min {min(values):.{digits}f}  max {max(values):.{digits}f}  ({len(values)} seeds)")
     print(cpu)
     return 0
 

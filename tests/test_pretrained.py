@@ -17,7 +17,7 @@ from tfcnn.errors import TfcnnError
 
 REPO = pretrained.SHIPPED_DIR.parent
 SHIPPED = pretrained.manifest()["models"]
-TOTAL_MB = 30
+TOTAL_MB = 45  # issue 26: the budget for every shipped model together
 
 
 def test_manifest_lists_the_lab_models_within_the_size_budget():
@@ -27,7 +27,9 @@ def test_manifest_lists_the_lab_models_within_the_size_budget():
     assert total < TOTAL_MB * 1e6
     for name, entry in SHIPPED.items():
         files = set(entry["files"])
-        assert {"saved_model.pb", "model.keras", "model.onnx", "tfcnn.json", "MODEL_CARD.md"} <= files, name
+        formats = {"saved_model.pb", "model.keras", "model.onnx", "tfcnn.json", "MODEL_CARD.md"}
+        assert formats - {f"model.{f}" for f in entry.get("left_out", [])} <= files, name
+        assert not {f"model.{f}" for f in entry.get("left_out", [])} & files, name
         # Every file in the folder is covered: nothing unchecked rides along.
         on_disk = {p.relative_to(pretrained.SHIPPED_DIR / name).as_posix()
                    for p in (pretrained.SHIPPED_DIR / name).rglob("*") if p.is_file()}
@@ -39,13 +41,14 @@ def test_shipped_model_matches_its_card(name, shared_data):
     entry = SHIPPED[name]
     folder = pretrained.verify(name)
     keras_model = predict.open_model(f"pretrained:{name}", kind="keras")
-    onnx_model = predict.open_model(folder / "model.onnx")
     ds = data.load(entry["dataset"], shared_data, download=False, classes=entry["classes"])
-    assert ds.class_names == entry["class_names"] == onnx_model.meta["class_names"]
-
-    parity = ds.x_test[export.check_indices(len(ds.x_test), export.MIN_CHECK_IMAGES)].astype(np.float32)
-    check = export.compare(keras_model.probs(parity), onnx_model.probs(parity), export.TOLERANCE["onnx"])
-    assert check["passed"], check
+    assert ds.class_names == entry["class_names"]
+    if "onnx" not in entry.get("left_out", []):
+        onnx_model = predict.open_model(folder / "model.onnx")
+        assert onnx_model.meta["class_names"] == entry["class_names"]
+        parity = ds.x_test[export.check_indices(len(ds.x_test), export.MIN_CHECK_IMAGES)].astype(np.float32)
+        check = export.compare(keras_model.probs(parity), onnx_model.probs(parity), export.TOLERANCE["onnx"])
+        assert check["passed"], check
 
     subset = export.check_indices(len(ds.x_test), entry["subset"]["images"])
     assert entry["subset"]["indices"] == f"tfcnn.export.check_indices({len(ds.x_test)}, {entry['subset']['images']})"

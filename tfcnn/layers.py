@@ -3,6 +3,8 @@
 Both are registered with Keras (package "tfcnn"), so a saved model that uses them loads once this module is
 imported (tfcnn.models imports it; models.load_model is the door for loading).
 """
+import math
+
 import keras
 from keras import layers
 
@@ -50,9 +52,9 @@ class GELU(layers.Layer):
 
     In training on TensorFlow it runs as one XLA-compiled kernel forward and one backward
     (tfcnn.kernels.gelu) instead of TF's chain of elementwise ops, which cost about half of the
-    airbench94 step (docs/RESULTS.md, "CIFAR-10 speedrun"). Inference and exports use keras.ops.gelu,
-    the same function, so SavedModel, ONNX and TFLite see standard ops (tfcnn.kernels.compiled_inference
-    opts a timed inference pass in).
+    airbench94 step (docs/RESULTS.md, "CIFAR-10 speedrun"). Inference and exports compute the same function
+    as 0.5 x (1 + erf(x / sqrt 2)) in standard ops, so SavedModel, ONNX and TFLite take it (TF's own gelu
+    uses erfc, which tf2onnx cannot convert); tfcnn.kernels.compiled_inference opts a timed inference pass in.
     """
 
     def call(self, inputs, training=None):
@@ -61,4 +63,4 @@ class GELU(layers.Layer):
 
             if training or kernels.compiled_inference_on():
                 return kernels.gelu(inputs)
-        return keras.ops.gelu(inputs, approximate=False)
+        return 0.5 * inputs * (1.0 + keras.ops.erf(inputs * math.sqrt(0.5)))

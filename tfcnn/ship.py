@@ -59,6 +59,18 @@ def _card(name, entry, config, metrics):
                  f"{metrics['best_epoch']} of\n{metrics['epochs']}); the test split was used once, at the end.")
     best_val = metrics.get("best_val_accuracy")
     best_val = f"{best_val:.4f}" if best_val is not None and math.isfinite(best_val) else "- (no validation split)"
+    tta = metrics["test"].get("tta")
+    tta = (f"- with test-time augmentation (`--tta {tta['kind']}`, {tta['views']} views, {tta['precision']}): test accuracy "
+           f"**{tta['accuracy']:.4f}**; {metrics['time_to_tta_s'] / 60:.1f} min from the start of training to it\n"
+           if tta else "")
+    if "onnx" in entry.get("left_out", []):
+        files = ("SavedModel (`saved_model.pb`, `variables/`), `model.keras`, `tfcnn.json` (class names, input shape,\n"
+                 "preprocessing), this card. `model.onnx` is left out to keep the shipped models within their size "
+                 "budget;\nregenerate it (with its parity check) by `python -m tfcnn.export --model "
+                 f"pretrained:{name} --format onnx --out model.onnx` (any path outside this folder).")
+    else:
+        files = ("SavedModel (`saved_model.pb`, `variables/`), `model.keras`, `model.onnx` (+ `model.onnx.json`: parity\n"
+                 "check against Keras), `tfcnn.json` (class names, input shape, preprocessing), this card.")
     return f"""# {name}
 
 {entry['arch']} ({entry['params']:,} parameters) trained on `{entry['dataset']}`{' classes ' + ', '.join(map(str, config.get('classes') or [])) if config.get('classes') else ''}.
@@ -82,7 +94,7 @@ Full settings: `config.json` of the run, copied here as `run_config.json`.
   (`tfcnn.export.check_indices({t['num_examples']}, {sub['images']})`): {sub['correct']} correct, accuracy {sub['accuracy']:.4f}
 - training: {metrics['train_time_s'] / 60:.1f} min ({metrics['epochs']} epochs, {metrics['train_images_per_s']} images/s,
   {metrics['precision_policy']}) on {entry['trained_on']}
-
+{tta}
 | class | precision | recall | F1 | test images |
 |---|---:|---:|---:|---:|
 {rows}
@@ -95,14 +107,17 @@ Full settings: `config.json` of the run, copied here as `run_config.json`.
   (it always answers one of its {len(metrics['test']['per_class'])} classes).
 
 ## Files
-SavedModel (`saved_model.pb`, `variables/`), `model.keras`, `model.onnx` (+ `model.onnx.json`: parity
-check against Keras), `tfcnn.json` (class names, input shape, preprocessing), this card.
+{files}
 """
 
 
-def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGES, saved_models_dir="saved_models"):
-    """Copy a finished run's exported model to saved_models/<as_name>/, add model.onnx and a card, and
-    record it (checksums, figures) in the manifest. Returns the manifest entry."""
+def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGES, saved_models_dir="saved_models",
+         leave_out=()):
+    """Copy a finished run's exported model to saved_models/<as_name>/, add model.onnx (unless `leave_out` names
+    "onnx") and a card, and record it (checksums, figures) in the manifest. Returns the manifest entry."""
+    if set(leave_out) - {"onnx"}:
+        raise TfcnnError(f"only onnx can be left out of a shipped model (tfcnn.export regenerates it), not "
+                         f"{', '.join(sorted(set(leave_out) - {'onnx'}))}")
     from tfcnn import models  # imports Keras and TensorFlow: after the flags, so that --help is instant
 
     run_dir = Path(run_dir)
@@ -122,8 +137,10 @@ def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGE
         shutil.copy2(config_file, tmp / "run_config.json")
         ds = data.load(config["dataset"], data_dir, classes=config.get("classes"))
         images = ds.x_test[export.check_indices(len(ds.x_test), export.CHECK_IMAGES)]
-        export.export(model, "onnx", tmp / "model.onnx", images=images, meta={k: v for k, v in meta.items() if k != "check"},
-                      images_from=f"{ds.name} test set, {len(images)} of {len(ds.x_test)} images evenly spaced")
+        if "onnx" not in leave_out:
+            export.export(model, "onnx", tmp / "model.onnx", images=images,
+                          meta={k: v for k, v in meta.items() if k != "check"},
+                          images_from=f"{ds.name} test set, {len(images)} of {len(ds.x_test)} images evenly spaced")
         # The accuracy the card claims on a fixed subset, re-measured exactly by tests/test_pretrained.py.
         subset_images = min(subset_images, len(ds.x_test))
         subset = export.check_indices(len(ds.x_test), subset_images)
@@ -144,6 +161,11 @@ def ship(run_dir, as_name, command, *, data_dir=None, subset_images=SUBSET_IMAGE
                        "indices": f"tfcnn.export.check_indices({len(ds.x_test)}, {subset_images})"},
             "train_time_s": metrics["train_time_s"], "epochs": metrics["epochs"],
         }
+        if "tta" in t:
+            entry["test"]["tta"] = {k: t["tta"][k] for k in ("kind", "views", "accuracy")}
+            entry["time_to_tta_s"] = metrics["time_to_tta_s"]
+        if leave_out:
+            entry["left_out"] = sorted(leave_out)
         (tmp / "MODEL_CARD.md").write_text(_card(as_name, entry, config, metrics))
         entry["files"] = pretrained.checksums(tmp)
     whole = pretrained.manifest()
@@ -159,8 +181,11 @@ def main(argv=None):
     parser.add_argument("--as", dest="as_name", required=True, help="the shipped name, e.g. resnet32-cifar10")
     parser.add_argument("--command", required=True, help="the exact command that trained it (goes into the card)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $TFCNN_DATA_DIR, else ./data)")
+    parser.add_argument("--leave-out", action="append", default=[], choices=["onnx"],
+                        help="a format not to ship (the card says how to regenerate it), to keep the shipped models "
+                             "within their size budget; default: ship every format")
     args = parser.parse_args(argv)
-    entry = ship(args.run, args.as_name, args.command, data_dir=args.data_dir)
+    entry = ship(args.run, args.as_name, args.command, data_dir=args.data_dir, leave_out=args.leave_out)
     folder = pretrained.shipped_dir() / args.as_name
     print(f"shipped {args.as_name}: test accuracy {entry['test']['accuracy']:.4f}, "
           f"{sum((folder / f).stat().st_size for f in entry['files']) / 1e6:.1f} MB")
