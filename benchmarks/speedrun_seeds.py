@@ -34,8 +34,7 @@ def run_seed(config, seed, runs_dir):
     metrics = json.loads(metrics_file.read_text())
     test = metrics["test"]
     return {"seed": seed, "source": f"runs/{name}", "time_s": metrics["time_to_tta_s"], "acc": test["accuracy"],
-            "tta_acc": test["tta"]["accuracy"], "epochs_s": metrics["train_time_s"], "tta_s": test["tta"]["time_s"],
-            "cpu": metrics.get("cpu") or describe_cpu(cpu_info())}
+            "tta_acc": test["tta"]["accuracy"], "tta_s": test["tta"]["time_s"]}
 
 
 def main(argv=None):
@@ -54,7 +53,7 @@ def main(argv=None):
             raise SystemExit(f"{args.also} holds runs of another CPU ({saved.get('cpu')}), not {cpu}")
         have = {r["seed"] for r in rows}
         rows += [{"seed": r["seed"], "source": f"{args.also} (side by side)", "time_s": r["time_s"], "acc": r["acc"],
-                  "tta_acc": r["tta_acc"], "epochs_s": r.get("epochs_s"), "tta_s": r.get("tta_s")}
+                  "tta_acc": r["tta_acc"], "tta_s": r.get("tta_s")}
                  for r in saved["rows"] if r["side"] == "tfcnn speedrun" and r["seed"] not in have]
     rows.sort(key=lambda r: r["seed"])
     print(f"\n{'seed':>4} {'single view':>11} {'TTA':>7} {'time s':>8} {'TTA pass s':>10}  source")

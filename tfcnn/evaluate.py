@@ -50,7 +50,8 @@ def forward(model, images, batch_size=256):
     key = (kernels.compiled_inference_on(),
            bool(tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16")))
     if key not in calls:
-        calls[key] = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+        owner = weakref.ref(model)  # a strong reference in the value would keep the key, and the model, alive
+        calls[key] = tf.function(lambda batch: owner()(batch, training=False), reduce_retracing=True)
     call = calls[key]
     return np.concatenate([np.asarray(call(tf.constant(images[i:i + batch_size])))
                            for i in range(0, len(images), batch_size)])
