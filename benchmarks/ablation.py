@@ -116,7 +116,7 @@ def child(args):
             _use_keras_batch_norm(settings.get("keras_bn", False))
             if settings.get("data"):
                 _patch_dataset_options(pipelines, settings["data"])
-            session = bench._Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
+            session = bench.Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
                                      config_overrides={**base_config, **settings.get("config", {})} or None,
                                      compile_options=settings.get("compile"), **opts)
             # After configure_runtime (which sets the precision policy and the oneDNN bf16 pass itself):

@@ -42,7 +42,7 @@ def main():
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     options = {"stack_n": args.stack_n} if args.stack_n else {}
-    session = bench._Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir, **options)
+    session = bench.Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir, **options)
     pipeline_epochs = pipelines.train_epochs
 
     def cached_epochs(*a, **k):

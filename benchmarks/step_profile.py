@@ -53,15 +53,15 @@ def _tf_profile(args):
     from tfcnn import bench
 
     overrides = {"mixed_precision": args.mixed_precision} if args.mixed_precision else {}
-    session = bench._Session("resnet", "cifar10", batch_size=args.batch_size, data_dir=args.data_dir,
+    session = bench.Session("resnet", "cifar10", batch_size=args.batch_size, data_dir=args.data_dir,
                              config_overrides=overrides, stack_n=args.stack_n)
     import tensorflow as tf
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin
 
-    model = bench._trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
-    spec = bench._Spec(session.pipes.image_shape, session.num_classes, session.pipes.mean, session.pipes.std,
+    model = bench.trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
+    spec = bench.Spec(session.pipes.image_shape, session.num_classes, session.pipes.mean, session.pipes.std,
                        session.pipes.train_size)
-    batches = bench._synthetic_batches(spec, args.batch_size, session.config.label_smoothing > 0)
+    batches = bench.synthetic_batches(spec, args.batch_size, session.config.label_smoothing > 0)
     model.fit(batches, epochs=1, steps_per_epoch=bench.WARMUP_STEPS, shuffle=False, verbose=0)
     with tempfile.TemporaryDirectory(prefix="tfcnn-profile-") as logdir:
         tf.profiler.experimental.start(logdir)

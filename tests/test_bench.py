@@ -125,9 +125,9 @@ def test_bench_times_what_a_run_trains(tmp_path, shared_data, monkeypatch, setti
         train.train_and_evaluate(config.make_config({**settings, "runs_dir": str(tmp_path / "runs"), "name": "seam",
                                                      "saved_models_dir": str(tmp_path / "saved"), "verbose": 0,
                                                      "tensorboard": False}))
-    session = bench._Session(settings.pop("arch"), settings.pop("dataset"), batch_size=settings.pop("batch_size"),
+    session = bench.Session(settings.pop("arch"), settings.pop("dataset"), batch_size=settings.pop("batch_size"),
                              data_dir=settings.pop("data_dir"), config_overrides=settings)
-    benched = bench._trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
+    benched = bench.trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
 
     trained = seen["pipes"]
     assert session.pipes.train.element_spec == trained.train.element_spec

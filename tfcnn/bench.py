@@ -104,7 +104,7 @@ def _config(arch, dataset, batch_size, data_dir, overrides, model_options):
     return config_lib.make_config(values)
 
 
-def _trainer_model(config, pipes, num_classes, steps_per_epoch, compile_options=None):
+def trainer_model(config, pipes, num_classes, steps_per_epoch, compile_options=None):
     """The model and compile train_and_evaluate builds (optionally recompiled with extra options)."""
     model, plain, _ = train.build_model(config, pipes, num_classes)
     train.compile_model(model, plain, config, steps_per_epoch)
@@ -113,7 +113,7 @@ def _trainer_model(config, pipes, num_classes, steps_per_epoch, compile_options=
     return model
 
 
-class _Spec:
+class Spec:
     """What a synthetic run needs from a loaded dataset (shape, classes, normalisation statistics)."""
 
     def __init__(self, image_shape, num_classes, mean, std, train_size):
@@ -121,7 +121,7 @@ class _Spec:
         self.num_classes = num_classes
 
 
-def _synthetic_batches(spec, batch_size, one_hot, batches=SYNTHETIC_BATCHES, seed=0, weighted=False):
+def synthetic_batches(spec, batch_size, one_hot, batches=SYNTHETIC_BATCHES, seed=0, weighted=False):
     """`batches` distinct random batches (raw 0-255 pixels) held in memory, cycled forever; `weighted` adds
     per-image loss weights (as the pipeline's with --class-weight)."""
     rng = np.random.default_rng(seed)
@@ -164,7 +164,7 @@ def _measure(model, batches, total_steps, batch_size, warmup):
     return (*_rates(clock.marks, batch_size, warmup), _cpu_ms_per_image(clock.cpu_marks, batch_size, warmup))
 
 
-class _Session:
+class Session:
     """Loads data once; each `run(source, device)` builds a fresh model and times it: (window, median-step) images/s.
     Data, pipelines, model and compile come from the trainer's own functions (tfcnn.train), so "pipeline" times
     what a run of the same Config trains (its augmentation, cutout and class weights included)."""
@@ -185,15 +185,15 @@ class _Session:
         feeds model.fit), else in-memory random batches of the same structure."""
         if source == "pipeline":
             return pipelines.train_epochs(self.pipes, epochs=math.ceil(total / self.steps_per_epoch), seed=self.config.seed)
-        spec = _Spec(self.pipes.image_shape, self.num_classes, self.pipes.mean, self.pipes.std, self.pipes.train_size)
-        return _synthetic_batches(spec, self.batch_size, self.config.label_smoothing > 0,
+        spec = Spec(self.pipes.image_shape, self.num_classes, self.pipes.mean, self.pipes.std, self.pipes.train_size)
+        return synthetic_batches(spec, self.batch_size, self.config.label_smoothing > 0,
                                   batches=1 if source == "one_batch" else SYNTHETIC_BATCHES,
                                   weighted=len(self.pipes.train.element_spec) == 3)
 
     def run(self, source, steps, device=None, warmup=WARMUP_STEPS):
         total = warmup + steps
         with tf.device(device) if device else _nullcontext():
-            model = _trainer_model(self.config, self.pipes, self.num_classes, self.steps_per_epoch,
+            model = trainer_model(self.config, self.pipes, self.num_classes, self.steps_per_epoch,
                                    self.compile_options)
             batches = self.batches(source, total)
             window, median, self.cpu_ms_per_image = _measure(model, batches, total, self.batch_size, warmup)
@@ -221,7 +221,7 @@ def time_training(arch, dataset, *, batch_size=128, steps=30, data_dir=None, dev
     """
     if source not in SOURCES:
         raise TfcnnError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    session = _Session(arch, dataset, batch_size=batch_size, data_dir=data_dir, **model_options)
+    session = Session(arch, dataset, batch_size=batch_size, data_dir=data_dir, **model_options)
     device = device or devices()[0]
     window, median = session.run(source, steps, device)
     return {"device": device, "source": source, "images_per_s": round(window, 1),
@@ -351,7 +351,7 @@ def _peaks(precisions):
 def benchmark(args):
     """All runs of one CLI invocation, alternated `repeat` times; returns the report dict."""
     options = _model_options(args)
-    session = _Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
+    session = Session(args.arch, args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
                        config_overrides=_overrides(args), **options)
     cpu_desc = cpu_info()
     names = devices()
@@ -380,7 +380,7 @@ def benchmark(args):
             runs.append((f"pytorch {label}", lambda cmd=cmd: peers.child_rates(cmd, "the PyTorch peer",
                                                                            "train_images_per_s", torch_env),
                          precision))
-    model = _trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
+    model = trainer_model(session.config, session.pipes, session.num_classes, session.steps_per_epoch)
     flops = forward_flops(model)
     keras.backend.clear_session()
     peak_precisions = ["float32"] + (["bfloat16"] if cpu_desc["native_bf16"] else [])
