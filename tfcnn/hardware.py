@@ -8,7 +8,7 @@ import platform
 import time
 from pathlib import Path
 
-PEAK_SIZE = 2048  # square matmul of the probe: 17 GFLOP, ~0.1-0.3 s on 2 cores
+PEAK_SIZE = 2048  # square matmul of the probe: 17 GFLOP, big enough to reach the peak, small enough to repeat
 PEAK_SECONDS = 1.0
 
 

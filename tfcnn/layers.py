@@ -14,9 +14,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
     """BatchNormalization on TensorFlow's fused kernel (FusedBatchNormV3) for NHWC feature maps.
 
     Keras 3 computes batch norm as separate moment and elementwise ops (plus float32 casts under
-    mixed precision), forward and backward; one fused kernel trains ResNet-32 1.5x faster in float32
-    on a 2-core CPU, 1.9x in bfloat16, where oneDNN then runs the whole network in bfloat16
-    (docs/RESULTS.md, "Performance").
+    mixed precision), forward and backward; one fused kernel trains ResNet-32 faster, most of all in
+    bfloat16, where oneDNN then runs the whole network in bfloat16 (docs/RESULTS.md, "Performance").
     Same weights, config and moving-average update as BatchNormalization; other inputs, masks,
     renorm and other backends fall back to it.
     """

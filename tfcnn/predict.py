@@ -100,8 +100,8 @@ def _open_keras(path, meta):
 
     model = models.load_model(path)
     # predict_on_batch, not predict: Model.probs already cuts batches of 256, and predict's per-call set-up
-    # (a tf.data pipeline, callbacks) made batch-1 latency 84x (LeNet-5) and 10x (ResNet-32) slower
-    # (docs/RESULTS.md, "Inference speed of the exports").
+    # (a tf.data pipeline, callbacks) dominates batch-1 latency (docs/RESULTS.md, "Inference speed of the
+    # exports").
     return Model("keras", path, lambda images: model.predict_on_batch(images), model.input_shape[1:], meta)
 
 

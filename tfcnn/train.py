@@ -47,8 +47,8 @@ def configure_runtime(config):
     TensorFlow needs (before its runtime starts). Returns (strategy, precision policy name)."""
     try:
         # TF's own thread pools unless --cpu-threads is given: with the fused-BatchNorm bfloat16 graph
-        # they train ResNet-32 1.15x faster than pinning inter-op 2 / intra-op all cores (which helped
-        # the unfused float32 graph); docs/RESULTS.md, "Performance".
+        # they train faster than pinning inter-op 2 / intra-op all cores (which helped the unfused float32
+        # graph); docs/RESULTS.md, "Performance".
         if config.cpu_threads:
             tf.config.threading.set_intra_op_parallelism_threads(config.cpu_threads)
         if config.cpu_devices > 1:
@@ -66,8 +66,7 @@ def configure_runtime(config):
     gpu = bool(tf.config.list_physical_devices("GPU"))
     onednn = not gpu and compat.onednn_enabled()
     if precision == "auto":
-        # CPUs with native bfloat16 (AVX512-BF16, AMX) train ResNet-32 1.4x and LeNet-5 1.06x faster
-        # in bfloat16, with ResNet-32's and ResNet-20's test accuracy unchanged
+        # CPUs with native bfloat16 (AVX512-BF16, AMX) train faster in bfloat16 at unchanged test accuracy
         # (docs/RESULTS.md, "Performance"). Elsewhere oneDNN would emulate bfloat16, slower than float32.
         precision = "float16" if gpu else "bfloat16" if onednn and _cpu_has_bf16() else "float32"
     # bfloat16 on CPU: TF's oneDNN auto-mixed-precision graph pass runs convolutions, matmuls and their
