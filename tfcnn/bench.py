@@ -10,7 +10,7 @@ configure_runtime's thread and precision settings. "synthetic" is the same model
 SYNTHETIC_BATCHES distinct random batches held in memory and cycled (in-memory data with no
 decode or augmentation); "one_batch" repeats a single batch, the compute-only ceiling. The
 model trains ~4% faster on one repeated batch than on any stream of distinct batches, even
-distinct batches cached in memory (measured: docs/RESULTS.md, "Performance"), so "synthetic" is
+distinct batches cached in memory (measured: docs/results/performance.md), so "synthetic" is
 the baseline the pipeline is held to. `--vs-naive` runs plain Keras in a child
 process (model.fit(x, y) on numpy arrays, TF's default threads); `--vs-pytorch` runs the PyTorch
 reference (benchmarks/torch_peers.py) in the separate PyTorch venv. Runs alternate, `--repeat`

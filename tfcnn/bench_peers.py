@@ -66,7 +66,7 @@ def torch_variants(arch, wanted):
 def torch_env(policy):
     """The PyTorch child's environment. libgomp's worker threads spin while they wait; when other
     processes share the cores, a spinning thread holds a core another thread needs, and PyTorch's
-    ResNet-32 step slows down several times over (docs/RESULTS.md, "Performance").
+    ResNet-32 step slows down several times over (docs/results/performance.md).
     "auto" picks PASSIVE when the 1-minute load average is at least the core count, else
     leaves libgomp's default."""
     env = dict(os.environ)

@@ -141,7 +141,7 @@ def _load_cifar10(data_dir, download):
     if path.name == "cifar-10-jpg.tar.gz":
         return _load_cifar10_jpg(path, name="cifar10")
 
-    def build():  # gunzip + unpickling, the slow part the cache saves (docs/RESULTS.md, "The archives")
+    def build():  # gunzip + unpickling, the slow part the cache saves (docs/results/cifar.md, "The archives")
         names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
         batches = read_pickles(path, root, names)
         x_train, y_train = _cifar_split([batches[n] for n in names[:5]], b"labels", path)

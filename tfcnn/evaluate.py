@@ -39,7 +39,7 @@ _FORWARDS = weakref.WeakKeyDictionary()  # model -> {(compiled GELU, bfloat16 gr
 
 def forward(model, images, batch_size=256):
     """The model's outputs for float32 NHWC images, batch by batch through one traced call per model. On 2 cores
-    Keras' model.predict took about twice as long for the same batches (docs/RESULTS.md, "CIFAR-10 speedrun")."""
+    Keras' model.predict took about twice as long for the same batches (docs/results/speedrun.md)."""
     # Here, not at the top: importing tfcnn.evaluate (the metrics, --help) needs no TensorFlow.
     import tensorflow as tf
 

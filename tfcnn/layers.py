@@ -15,7 +15,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     Keras 3 computes batch norm as separate moment and elementwise ops (plus float32 casts under
     mixed precision), forward and backward; one fused kernel trains ResNet-32 faster, most of all in
-    bfloat16, where oneDNN then runs the whole network in bfloat16 (docs/RESULTS.md, "Performance").
+    bfloat16, where oneDNN then runs the whole network in bfloat16 (docs/results/performance.md).
     Same weights, config and moving-average update as BatchNormalization; other inputs, masks,
     renorm and other backends fall back to it.
     """
@@ -51,7 +51,7 @@ class GELU(layers.Layer):
 
     In training on TensorFlow it runs as one XLA-compiled kernel forward and one backward
     (tfcnn.kernels.gelu) instead of TF's chain of elementwise ops, which cost about half of the
-    airbench94 step (docs/RESULTS.md, "CIFAR-10 speedrun"). Inference and exports compute the same function
+    airbench94 step (docs/results/speedrun.md). Inference and exports compute the same function
     as 0.5 x (1 + erf(x / sqrt 2)) in standard ops, so SavedModel, ONNX and TFLite take it (TF's own gelu
     uses erfc, which tf2onnx cannot convert); tfcnn.kernels.compiled_inference opts a timed inference pass in.
     """

@@ -171,7 +171,7 @@ def make_pipelines(ds, *, batch_size, val_fraction=0.1, seed=0, augment=True, no
     # so `train_epochs` can resume a run at epoch e with exactly the batches it would have seen.
     # Gathering and augmenting CHUNK_BATCHES batches per op (uint8, cast per batch after) instead of
     # one: tiny models' steps are short enough for per-batch op overhead to show (benchmarks/input_batches.py;
-    # the figures are in docs/RESULTS.md, "Small models: several batches per call").
+    # the figures are in docs/results/performance.md, "Small models: several batches per call").
     images_t, labels_t = tf.constant(x_train), tf.constant(y_train.astype(np.int32))
     fold_in = tf.random.experimental.stateless_fold_in
     n_train = len(y_train)

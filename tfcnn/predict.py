@@ -100,17 +100,16 @@ def _open_keras(path, meta):
 
     model = models.load_model(path)
     # predict_on_batch, not predict: Model.probs already cuts batches of 256, and predict's per-call set-up
-    # (a tf.data pipeline, callbacks) dominates batch-1 latency (docs/RESULTS.md, "Inference speed of the
-    # exports").
+    # (a tf.data pipeline, callbacks) dominates batch-1 latency (docs/results/performance-cpus.md, "Inference speed
+    # of the shipped exports").
     return Model("keras", path, lambda images: model.predict_on_batch(images), model.input_shape[1:], meta)
 
 
 def runtime_threads():
     """Threads for ONNX Runtime and TFLite: every core on an idle machine, one (not spin-waiting) when the
-    1-minute load average already fills the cores. Measured both ways (docs/RESULTS.md, "Inference speed of
-    the shipped exports"): on an idle 2-core Zen 5 both cores gave ResNet-32 1.9-2.0x the batch-256 throughput
-    and 1.6x lower batch-1 latency than one thread; on a Zen 4 whose 2 cores ran two trainings, one
-    non-spinning thread was the fastest setting of onnxruntime in both."""
+    1-minute load average already fills the cores: on idle cores more threads win, on busy ones a single
+    non-spinning thread does (measured both ways: docs/results/performance-cpus.md, "Inference speed of the
+    shipped exports")."""
     cores = os.cpu_count() or 1
     load = hardware.load_average()
     return 1 if load and load[0] >= cores else cores

@@ -48,7 +48,7 @@ def configure_runtime(config):
     try:
         # TF's own thread pools unless --cpu-threads is given: with the fused-BatchNorm bfloat16 graph
         # they train faster than pinning inter-op 2 / intra-op all cores (which helped the unfused float32
-        # graph); docs/RESULTS.md, "Performance".
+        # graph); docs/results/performance.md.
         if config.cpu_threads:
             tf.config.threading.set_intra_op_parallelism_threads(config.cpu_threads)
         if config.cpu_devices > 1:
@@ -67,7 +67,7 @@ def configure_runtime(config):
     onednn = not gpu and compat.onednn_enabled()
     if precision == "auto":
         # CPUs with native bfloat16 (AVX512-BF16, AMX) train faster in bfloat16 at unchanged test accuracy
-        # (docs/RESULTS.md, "Performance"). Elsewhere oneDNN would emulate bfloat16, slower than float32.
+        # (docs/results/performance.md). Elsewhere oneDNN would emulate bfloat16, slower than float32.
         precision = "float16" if gpu else "bfloat16" if onednn and _cpu_has_bf16() else "float32"
     # bfloat16 on CPU: TF's oneDNN auto-mixed-precision graph pass runs convolutions, matmuls and their
     # neighbours in bfloat16 (variables, softmax and loss stay float32). Its speed-up equals Keras'
