@@ -29,14 +29,19 @@ def whitening_kernel(images, size, eps=5e-4):
     return kernel.astype(np.float32)
 
 
+def whiten_layer(model, flags):
+    """`model`'s "whiten" layer (a small conv after the input), or a TfcnnError naming the `flags` that need it."""
+    try:
+        return model.get_layer(WHITEN_LAYER)
+    except ValueError:
+        raise TfcnnError(f"{flags} needs a layer named {WHITEN_LAYER!r} (a small conv after the input); {model.name} "
+                         f"has none: use an arch that has one (airbench94) or drop {flags}") from None
+
+
 def init_whitening(model, images, eps=5e-4):
     """Set the kernel of `model`'s "whiten" layer from training images (uint8 or float, 0-255 scale, NHWC),
     normalised the way the model normalises its input. Returns the layer."""
-    try:
-        layer = model.get_layer(WHITEN_LAYER)
-    except ValueError:
-        raise TfcnnError(f"--whiten-init needs a layer named {WHITEN_LAYER!r} (a small conv after the input); "
-                         f"{model.name} has none: use an arch that has one (airbench94) or drop --whiten-init") from None
+    layer = whiten_layer(model, "--whiten-init")
     kernel = layer.kernel
     size, _, channels, filters = kernel.shape
     if size != kernel.shape[1] or filters != 2 * channels * size * size:

@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfcnn.errors import TfcnnError
-from tfcnn.initializers import WHITEN_LAYER
+from tfcnn.initializers import whiten_layer
 
 
 @keras.saving.register_keras_serializable(package="tfcnn")
@@ -187,11 +187,7 @@ def recipe_rules(model, config, steps_per_epoch):
             if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
                 rules[layer.beta.path] = [config.bn_bias_lr, None]
     if config.whiten_bias_epochs is not None or config.whiten_bias_lr != 1.0:
-        try:
-            layer = model.get_layer(WHITEN_LAYER)
-        except ValueError:
-            raise TfcnnError(f"--whiten-bias-epochs and --whiten-bias-lr need a layer named {WHITEN_LAYER!r}; "
-                             f"{model.name} has none") from None
+        layer = whiten_layer(model, "--whiten-bias-epochs / --whiten-bias-lr")
         if layer.bias is not None:
             last = None if config.whiten_bias_epochs is None else config.whiten_bias_epochs * steps_per_epoch
             rules[layer.bias.path] = [config.whiten_bias_lr, last]
