@@ -247,12 +247,17 @@ def test_conv_ceiling_takes_every_convolution_of_the_resnet():
     assert conv_ceiling.training_flops(specs) == 3 * sum(s["flops"] for s in specs) - stem  # the stem needs no input gradient
 
 
-def test_conv_ceiling_runs_the_tensorflow_side():
+def _conv_ceiling_tf_side(flag):
+    """benchmarks/conv_ceiling.py on the smallest ResNet, TensorFlow only; its stdout."""
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "conv_ceiling.py"), "--stack-n", "1",
                           "--batch-size", "8", "--precision", "float32", "--rounds", "1", "--steps", "1",
-                          "--torch-python", "", "--in-order"], capture_output=True, text=True, timeout=300)
+                          "--torch-python", "", flag], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| tfcnn (TensorFlow)")]
+    return out.stdout
+
+
+def test_conv_ceiling_runs_the_tensorflow_side():
+    rows = [line for line in _conv_ceiling_tf_side("--in-order").splitlines() if line.startswith("| tfcnn (TensorFlow)")]
     assert len(rows) == 2  # free to overlap, layers in order
     for row in rows:
         ms, bound = (float(cell) for cell in row.split("|")[2:4])
@@ -271,10 +276,7 @@ def test_ablation_applies_its_precision_to_every_variant(shared_data):
 
 
 def test_conv_ceiling_tables_onednn_primitive_times():
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "conv_ceiling.py"), "--stack-n", "1",
-                          "--batch-size", "8", "--precision", "float32", "--rounds", "1", "--steps", "1",
-                          "--torch-python", "", "--onednn-verbose"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "tfcnn (TensorFlow): oneDNN v" in out.stdout
-    directions = {line.split("|")[1].strip() for line in out.stdout.splitlines() if line.startswith("| ")}
+    stdout = _conv_ceiling_tf_side("--onednn-verbose")
+    assert "tfcnn (TensorFlow): oneDNN v" in stdout
+    directions = {line.split("|")[1].strip() for line in stdout.splitlines() if line.startswith("| ")}
     assert {"forward_training", "backward_data", "backward_weights"} <= directions

@@ -51,11 +51,18 @@ def test_freeze_specs():
         transfer.apply_freeze(model, "all-but-last:x")
 
 
-def test_cifar10_resnet_to_reptiles_keeps_frozen_layers(tmp_path, canonical_dir):
+def _pretrain_resnet8(tmp_path, canonical_dir):
+    """One epoch of ResNet-8 on the canonical CIFAR-10 files, exported to saved/pre; the settings shared with
+    the fine-tune that follows."""
     common = dict(data_dir=str(canonical_dir), runs_dir=str(tmp_path / "runs"), verbose="0", tensorboard="false",
                   saved_models_dir=str(tmp_path / "saved"), batch_size="32", val_fraction="0.2")
     train.train_and_evaluate(config.make_config(
         {**common, "arch": "resnet", "stack_n": "1", "dataset": "cifar10", "epochs": "1", "name": "pre"}))
+    return common
+
+
+def test_cifar10_resnet_to_reptiles_keeps_frozen_layers(tmp_path, canonical_dir):
+    common = _pretrain_resnet8(tmp_path, canonical_dir)
     pretrained = keras.models.load_model(tmp_path / "saved" / "pre" / "model.keras")
     before = _weights_by_layer(pretrained)
 
@@ -82,10 +89,7 @@ def test_cifar10_resnet_to_reptiles_keeps_frozen_layers(tmp_path, canonical_dir)
 
 
 def test_second_stage_unfreezes_all_but_batchnorm(tmp_path, canonical_dir):
-    common = dict(data_dir=str(canonical_dir), runs_dir=str(tmp_path / "runs"), verbose="0", tensorboard="false",
-                  saved_models_dir=str(tmp_path / "saved"), batch_size="32", val_fraction="0.2")
-    train.train_and_evaluate(config.make_config(
-        {**common, "arch": "resnet", "stack_n": "1", "dataset": "cifar10", "epochs": "1", "name": "pre"}))
+    common = _pretrain_resnet8(tmp_path, canonical_dir)
     before = _weights_by_layer(keras.models.load_model(tmp_path / "saved" / "pre" / "model.keras"))
     train.train_and_evaluate(config.make_config(
         {**common, "arch": "resnet", "dataset": "cifar100:reptiles", "init_from": str(tmp_path / "saved" / "pre"),
