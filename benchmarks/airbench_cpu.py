@@ -129,6 +129,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="torch.manual_seed before training (default 0)")
     ap.add_argument("--data-dir", default=os.environ.get("TFCNN_DATA_DIR", "../shared/data"),
                     help="folder with cifar-10-python.tar.gz (default $TFCNN_DATA_DIR or ../shared/data)")
+    ap.add_argument("--epochs", type=float, default=None,
+                    help="train94's own `epochs` argument (default: airbench's 9.9); fewer epochs time the precisions "
+                         "against each other in minutes, not an accuracy run")
     ap.add_argument("--quiet", action="store_true", help="no per-epoch table (airbench's verbose=False skips TTA, "
                                                          "so this only hides its prints)")
     args = ap.parse_args(argv)
@@ -157,7 +160,8 @@ def main(argv=None):
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        model = airbench.train94(make_net=make_net, verbose=True)
+        epochs = {} if args.epochs is None else {"epochs": args.epochs}
+        model = airbench.train94(make_net=make_net, verbose=True, **epochs)
     table = out.getvalue()
     if not args.quiet:
         print(table, end="", flush=True)
@@ -169,7 +173,7 @@ def main(argv=None):
     # Single view of the final (lookahead-averaged) weights, outside airbench's clock.
     test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
     acc = airbench.evaluate(model, test_loader, tta_level=0)
-    result = {"side": "airbench94", "precision": args.precision, "seed": args.seed,
+    result = {"side": "airbench94", "precision": args.precision, "seed": args.seed, "epochs": args.epochs,
               "time_s": float(values["total_time_seconds"]), "tta_acc": float(values["tta_val_acc"]),
               "acc": acc, "torch": torch.__version__, "threads": torch.get_num_threads()}
     print(json.dumps(result), flush=True)
