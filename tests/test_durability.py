@@ -39,7 +39,7 @@ def _strace():
 
 def traced(args, trace, cwd=REPO, env=None):
     """Run `args` under strace, writing the calls to `trace`."""
-    cmd = [_strace(), "-f", "-y", "-e", f"trace={TRACED}", "-o", str(trace), *args]
+    cmd = [_strace(), "-f", "--seccomp-bpf", "-y", "-e", f"trace={TRACED}", "-o", str(trace), *args]  # bpf: stops on these calls only
     return subprocess.run(cmd, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
                           capture_output=True, text=True, timeout=900)
 
