@@ -248,5 +248,5 @@ class EpochLoop:
             # After the epoch's files: a kill in between repeats the epoch, which gives the same batches.
             self.epoch.assign(epoch + 1)
             self.manager.save()
-            runfiles.fsync_tree(self.manager.directory)  # TensorFlow's writer does not flush to the disk
+            runfiles.fsync_tree(self.manager.directory)  # TensorFlow renames its checkpoint files unflushed (no fsync)
         callbacks.on_train_end(logs)
