@@ -4,7 +4,8 @@ Keras 3.15 writes these files in place. A kill inside ModelCheckpoint's or Backu
 leaves a truncated file; BackupAndRestore(double_checkpoint=True) copies its files in place too, and
 writes the weights and the epoch number one after the other, so a kill between the two pairs epoch
 N's weights with epoch N-1's number (the resumed run then trains epoch N a second time, on top of
-itself). Here every file is written to a temporary sibling and renamed (tfcnn.runfiles), the backup's
+itself). Here every file is written to a temporary sibling and renamed (tfcnn.runfiles, which flushes the file
+before the rename and its folder after it, so that a power cut too leaves whole files), the backup's
 metadata, written last, names the sha256 of its weights, and resume takes the newest copy whose
 weights match it. tfcnn.train puts BackupAndRestore after every other callback: an epoch counts as
 done only once the best weights, history.csv and TensorBoard hold it.
@@ -126,7 +127,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_train_batch_end(batch, logs)
 
     def _save_model(self):  # a private Keras hook (tfcnn.compat.OVERRIDDEN)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        runfiles.makedirs(self.dir)
         (_, meta, weights), (_, prev_meta, prev_weights) = _copies(self.dir)
         if meta.exists():  # the current copy becomes the previous one; its metadata last, as it vouches for it
             _copy(weights, prev_weights)
@@ -191,27 +192,33 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 class CSVLogger(keras.callbacks.CSVLogger):
-    """Keras' CSVLogger: one flushed row per epoch; a resumed run first drops the rows of epochs its
-    backup does not hold (trim_history). Without validation its columns are the logs' own (Keras adds val_
-    columns, of NA, for runs that validate every few epochs)."""
+    """Keras' CSVLogger: one row per epoch, on the disk (fsync) before the backup records the epoch; a resumed
+    run first drops the rows of epochs its backup does not hold (trim_history). Without validation its columns
+    are the logs' own (Keras adds val_ columns, of NA, for runs that validate every few epochs)."""
 
     def __init__(self, filename, append=False, validation=True):
         super().__init__(filename, append=append)
         self.validation = validation
 
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        runfiles.fsync_dir(Path(self.filename).parent)  # the file's name, if this created it
+
     def on_epoch_end(self, epoch, logs=None):
         if self.keys is None and not self.validation:
             self.keys = sorted(logs or {})
         super().on_epoch_end(epoch, logs)
+        runfiles.fsync(self.filename)  # Keras flushed the row to the kernel only
         runfiles.fault("history")
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
-    """Keras' TensorBoard, flushed at every epoch end, before the backup records the epoch (the writers
-    otherwise buffer up to two minutes of events, which a kill loses)."""
+    """Keras' TensorBoard, flushed at every epoch end (to the disk), before the backup records the epoch (the
+    writers otherwise buffer up to two minutes of events, which a kill loses)."""
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
         runfiles.fault("tensorboard")
         for writer in compat.tensorboard_writers(self):
             writer.flush()
+        runfiles.fsync_tree(self.log_dir)

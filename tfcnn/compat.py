@@ -136,3 +136,13 @@ def tensorboard_writers(callback):
     """The summary writers of a keras.callbacks.TensorBoard, to flush them at an epoch's end: Keras buffers up to
     two minutes of events, which a kill loses, and has no public flush (no upstream issue found)."""
     return list(callback._writers.values())
+
+
+def safe_mode():
+    """A context in which Keras deserialises in safe mode (a Lambda layer's Python code is refused), whatever
+    keras.config.enable_unsafe_deserialization() set for the process: Keras 3.15's deserialize_keras_object takes
+    that process-wide switch over load_model's own safe_mode=True, so one call of it anywhere (a notebook cell) would
+    let a model file's code run in tfcnn's loader (no upstream issue found)."""
+    from keras.src.saving import serialization_lib
+
+    return serialization_lib.SafeModeScope(True)

@@ -84,7 +84,7 @@ def fetch(fname, dest_dir):
             raise TfcnnError(
                 f"{url} gave a file with sha256 {digest.hexdigest()}, expected {expected}; "
                 f"the download is corrupt and was deleted: try again, or put a verified {fname} in {dest_dir}")
-        os.replace(tmp, dest)
+        runfiles.commit(tmp, dest)  # flushed before and after the rename
         return dest
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise _DownloadFailed(f"downloading {url} failed ({one_line(exc)})") from exc
@@ -165,8 +165,8 @@ def cached(kind, path, build):
         log.warning("ignoring unreadable cache %s (%s)", file, one_line(exc))
     arrays = build()
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        # Atomic: a concurrent reader sees the old state or the whole file.
+        runfiles.makedirs(file.parent)
+        # Atomic: a concurrent reader sees the old state or the whole file (and a power cut leaves one of them).
         with runfiles.atomic_path(file) as tmp, open(tmp, "wb") as out:
             np.savez(out, **arrays)
         for stale in file.parent.glob(f"{kind}-{source}-*.npz"):  # older versions of this source

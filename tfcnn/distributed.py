@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcnn import compat
+from tfcnn import compat, runfiles
 from tfcnn.errors import TfcnnError, native_stderr_off_from_now
 
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
@@ -248,4 +248,5 @@ class EpochLoop:
             # After the epoch's files: a kill in between repeats the epoch, which gives the same batches.
             self.epoch.assign(epoch + 1)
             self.manager.save()
+            runfiles.fsync_tree(self.manager.directory)  # TensorFlow renames its checkpoint files unflushed (no fsync)
         callbacks.on_train_end(logs)

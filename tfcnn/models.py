@@ -12,7 +12,8 @@ Transfer learning swaps those two by taking the output of the layer that feeds
 a constant `Normalization` layer named "normalize" right after the input, so an exported
 model takes raw pixels.
 
-`load_model(path)` loads what tfcnn saved: a .keras file, a saved_models/<name> folder or pretrained:NAME.
+`load_model(path)` loads what tfcnn saved: a .keras file, a saved_models/<name> folder or pretrained:NAME,
+in Keras' safe mode (a model file never runs code).
 
 CLI: python -m tfcnn.models resnet --stack-n 3 --activation elu [--dataset cifar100] [--json]
 """
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from tfcnn import optim  # noqa: E402, F401  (registers the schedules and optimizers a .keras file may name)
-from tfcnn import pretrained  # noqa: E402
+from tfcnn import compat, meta as meta_lib, pretrained  # noqa: E402
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli  # noqa: E402
 from tfcnn.layers import GELU, FusedBatchNormalization  # noqa: E402
 
@@ -91,16 +92,32 @@ def _builder(name):
 
 def load_model(path):
     """Load a .keras file, the model.keras inside a saved_models/<name> folder, or pretrained:NAME
-    (a shipped model, after its checksums are verified)."""
+    (a shipped model, after its checksums are verified).
+
+    A model file is data, never code: Keras' safe mode is on (safe_mode=True, and tfcnn.compat.safe_mode() against
+    a process-wide keras.config.enable_unsafe_deserialization()), so a Lambda layer's Python function, or a function or
+    class outside Keras and the objects tfcnn registers, is refused with one TfcnnError line. So is a model
+    whose metadata (tfcnn.json or X.json beside it) disagrees with its graph (tfcnn.meta.check_graph).
+    """
     path = Path(pretrained.resolve(path))
     candidate = path / "model.keras" if path.is_dir() else path
     if not candidate.exists():
         raise TfcnnError(f"no model at {path}; pass a .keras file or a saved_models/<name> folder")
     try:
-        return keras.models.load_model(candidate, compile=False)
+        with compat.safe_mode():
+            model = keras.models.load_model(candidate, compile=False, safe_mode=True)
     except Exception as exc:
+        if "safe_mode" in str(exc):  # Keras' refusal of a Lambda layer's Python code
+            raise TfcnnError(f"{candidate} carries Python code (a Lambda layer), which tfcnn never runs from a model "
+                             "file; rebuild the model without Lambda layers") from None
         raise TfcnnError(f"{candidate} could not be loaded as a Keras model ({exc.__class__.__name__}); "
                          "is it a file written by tfcnn.train?") from None
+    try:
+        meta = meta_lib.read_meta(path)
+    except (OSError, ValueError) as exc:
+        raise TfcnnError(f"the metadata of {path} is unreadable ({exc.__class__.__name__}); restore or delete it") from None
+    meta_lib.check_graph(meta, model.input_shape[1:], model.output_shape[-1], candidate)
+    return model
 
 
 # --- argument checks: user errors become one TfcnnError line -------------------------------

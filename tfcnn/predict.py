@@ -11,6 +11,11 @@ ONNX and TFLite files run on onnxruntime and the LiteRT interpreter (ai-edge-lit
 module nor they import TensorFlow, so one image answers in well under a second. TensorFlow is
 imported only for a SavedModel or a .keras file.
 
+A model file is data, never code: a .keras file loads in Keras' safe mode (tfcnn.models.load_model: a Lambda
+layer's Python code is refused), a SavedModel holds a TensorFlow graph and no Python (tf.saved_model.load
+unpickles nothing), and a model whose metadata disagrees with its graph (class count, input shape) is
+refused with one line (tfcnn.meta.check_graph).
+
 An image that cannot be read is reported as one line on stderr ("error: PATH: why") and the
 others are still classified; the exit status is then 2. With --json the failures also appear
 in the "results" list as {"image": PATH, "error": why}.
@@ -34,8 +39,9 @@ _SUFFIX_KIND = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
 class Model:
     """A loaded artefact: `probs(images)` maps raw 0-255 NHWC images to class probabilities."""
 
-    def __init__(self, kind, path, run, input_shape, meta, threads=None):
+    def __init__(self, kind, path, run, input_shape, meta, threads=None, num_classes=None):
         self.kind, self.path, self._run = kind, Path(path), run
+        meta_lib.check_graph(meta, input_shape, num_classes, path)
         self.input_shape = tuple(int(d) for d in input_shape)
         self.meta = meta or {}
         self.threads = threads  # ONNX Runtime / TFLite: the threads runtime_threads() chose at opening
@@ -92,7 +98,8 @@ def _open_savedmodel(path, meta):
         out = signature(**{name: tf.constant(images)})
         return next(iter(out.values())).numpy()
 
-    return Model("savedmodel", path, run, spec.shape[1:], meta)
+    outputs = signature.structured_outputs
+    return Model("savedmodel", path, run, spec.shape[1:], meta, num_classes=next(iter(outputs.values())).shape[-1])
 
 
 def _open_keras(path, meta):
@@ -102,7 +109,8 @@ def _open_keras(path, meta):
     # predict_on_batch, not predict: Model.probs already cuts batches of 256, and predict's per-call set-up
     # (a tf.data pipeline, callbacks) dominates batch-1 latency (docs/results/performance-cpus.md, "Inference speed
     # of the shipped exports").
-    return Model("keras", path, lambda images: model.predict_on_batch(images), model.input_shape[1:], meta)
+    return Model("keras", path, lambda images: model.predict_on_batch(images), model.input_shape[1:], meta,
+                 num_classes=model.output_shape[-1])
 
 
 def runtime_threads():
@@ -129,7 +137,7 @@ def _open_onnx(path, meta):
         meta = json.loads(embedded)
     (inp,) = session.get_inputs()
     return Model("onnx", path, lambda images: session.run(None, {inp.name: images})[0], inp.shape[1:], meta,
-                 threads)
+                 threads, num_classes=session.get_outputs()[0].shape[-1])
 
 
 def _open_tflite(path, meta):
@@ -149,7 +157,7 @@ def _open_tflite(path, meta):
 
     with native_stderr_off():  # the first allocation logs "INFO: Created ... XNNPACK delegate" to fd 2
         interpreter.allocate_tensors()
-    return Model("tflite", path, run, inp["shape"][1:], meta, threads)
+    return Model("tflite", path, run, inp["shape"][1:], meta, threads, num_classes=out["shape"][-1])
 
 
 _OPENERS = {"savedmodel": _open_savedmodel, "keras": _open_keras, "onnx": _open_onnx, "tflite": _open_tflite}

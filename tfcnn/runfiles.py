@@ -13,6 +13,10 @@ TFCNN_FAULT=<point>[:<n>] makes the process SIGKILL itself the n-th time (defaul
 named point: tests/test_faults.py kills a real training run inside every write this way. Points:
 "write:<file name>" between writing a temporary file and renaming it onto <file name>, and the
 named moments in tfcnn.checkpoints, tfcnn.train and tfcnn.export. Stdlib only (no TensorFlow).
+
+Atomic writes also survive a power cut: a file (every file of a folder) is flushed to the disk before
+its rename, and its folder after it (fsync_dir), so the name holds the old version or the whole new one.
+tests/test_durability.py checks this on the system calls of a real run.
 """
 import contextlib
 import errno
@@ -62,17 +66,52 @@ def temp_sibling(target):
     return target.with_name(f"{TMP_PREFIX}{secrets.token_hex(4)}-{target.name}")
 
 
-def commit(tmp, target):
-    """Rename the finished temporary file `tmp` onto `target`, after its bytes reach the disk."""
-    # fsync first: a filesystem that allocates late (NFS, delayed allocation) reports a full disk
-    # here rather than after the rename, and a power cut cannot leave the new name on empty blocks.
-    fd = os.open(tmp, os.O_RDONLY)
+def fsync(path):
+    """Flush a file's bytes, or a folder's entries (the names created, renamed or removed in it), to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0))
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # A few filesystems cannot flush a folder (EINVAL); their renames are as durable as they can be.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP) or not os.path.isdir(path):
+            raise
     finally:
         os.close(fd)
+
+
+def fsync_dir(path):
+    """Flush the folder `path`: a rename or a new file in it survives a power cut only once this returns."""
+    fsync(path)
+
+
+def fsync_tree(folder):
+    """Flush every file and folder under `folder`, and `folder` itself (deepest first)."""
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            fsync(os.path.join(root, name))
+        fsync_dir(root)
+
+
+def makedirs(folder):
+    """mkdir -p `folder`, flushing the parent of each folder it creates (a new folder's name is an entry of its
+    parent, lost in a power cut until that is flushed like any rename)."""
+    folder = Path(folder)
+    missing = [folder, *folder.parents]
+    missing = [p for p in reversed(missing) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in missing:
+        fsync_dir(created.parent)
+
+
+def commit(tmp, target):
+    """Rename the finished temporary file `tmp` onto `target` durably: its bytes reach the disk before the
+    rename, and the rename itself (an entry of its folder) after it."""
+    # fsync first: a filesystem that allocates late (NFS, delayed allocation) reports a full disk
+    # here rather than after the rename, and a power cut cannot leave the new name on empty blocks.
+    fsync(tmp)
     fault(f"write:{Path(target).name}")
     os.replace(tmp, target)
+    fsync_dir(Path(target).parent)
 
 
 @contextlib.contextmanager
@@ -94,18 +133,21 @@ def atomic_dir(target):
     existing `target` is moved aside first, then removed). `target` is either untouched or whole; the
     temporary folder never stays."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    makedirs(target.parent)
     tmp = temp_sibling(target)
     tmp.mkdir()
     try:
         yield tmp
+        fsync_tree(tmp)  # every file and folder in it, before it takes the name (as commit does for a file)
         if target.exists():
             old = temp_sibling(target)
             os.replace(target, old)
             os.replace(tmp, target)
+            fsync_dir(target.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+            fsync_dir(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -115,7 +115,7 @@ def _check_run_dir(config, run_dir):
 def _prepare_run_dir(config, run_dir):
     if config.overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    runfiles.makedirs(run_dir)
     runfiles.remove_temporaries(run_dir)  # what a killed run was writing; this process holds the folder's lock
     with runfiles.atomic_path(run_dir / "config.json") as tmp:
         config.to_json(tmp)
