@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -310,15 +309,21 @@ def train_and_evaluate(config, callbacks=()):
     scratch = None
     if not chief:
         # Multi-worker: every worker runs the same steps (collectives need all of them), but only the
-        # chief's files are kept; the others write to a scratch folder that is removed at exit.
-        scratch = tempfile.mkdtemp(prefix="tfcnn-worker-")
-        atexit.register(shutil.rmtree, scratch, True)
+        # chief's files are kept; the others write to a scratch folder that is removed at exit (or, after
+        # a kill, at the next start).
+        scratch = distributed.scratch_folder(Path(config.runs_dir) / config.name, strategy)
+        atexit.register(_remove_scratch, scratch, distributed.claim_scratch(scratch))
         config = dataclasses.replace(config, runs_dir=scratch, saved_models_dir=scratch, tensorboard=False, verbose=0)
     run_dir = Path(config.runs_dir) / config.name
     with runfiles.Lock(run_dir, "run folder", hint="wait for it to finish or choose another --name"):
         runfiles.fault("lock")
         _check_run_dir(config, run_dir)
         return _run(config, callbacks, strategy, precision, chief, scratch, run_dir)
+
+
+def _remove_scratch(scratch, lock):
+    shutil.rmtree(scratch, ignore_errors=True)
+    lock.release()
 
 
 def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
