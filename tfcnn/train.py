@@ -171,9 +171,7 @@ def _fit_stage(model, run, stage, epochs):
         eval_batches = pipes.val if pipes.val is not None else pipes.test  # only their element spec is read
         loop = distributed.EpochLoop(model, strategy, backup, eval_batches.element_spec)
         with distributed.peers_required(strategy):
-            initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch
-        if initial_epoch >= epochs:
-            return
+            initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch; if all: on to the .done file
     elif done.exists():
         shutil.rmtree(backup, ignore_errors=True)  # killed between marking the stage done and removing its backup
         return
