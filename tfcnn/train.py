@@ -311,7 +311,8 @@ def train_and_evaluate(config, callbacks=()):
         # a kill, at the next start).
         scratch = distributed.scratch_folder(Path(config.runs_dir) / config.name, strategy)
         atexit.register(_remove_scratch, scratch, distributed.claim_scratch(scratch))
-        config = dataclasses.replace(config, runs_dir=scratch, saved_models_dir=scratch, tensorboard=False, verbose=0)
+        config = dataclasses.replace(config, runs_dir=str(scratch), saved_models_dir=str(scratch), tensorboard=False,
+                                     verbose=0)
     run_dir = Path(config.runs_dir) / config.name
     with runfiles.Lock(run_dir, "run folder", hint="wait for it to finish or choose another --name"):
         runfiles.fault("lock")
