@@ -317,7 +317,9 @@ def train_and_evaluate(config, callbacks=()):
     with runfiles.Lock(run_dir, "run folder", hint="wait for it to finish or choose another --name"):
         runfiles.fault("lock")
         _check_run_dir(config, run_dir)
-        return _run(config, callbacks, strategy, precision, chief, scratch, run_dir)
+        # Building the model and the loop broadcasts the chief's initial weights: a peer lost there is one line too.
+        with distributed.peers_required(strategy):
+            return _run(config, callbacks, strategy, precision, chief, scratch, run_dir)
 
 
 def _remove_scratch(scratch, lock):
