@@ -11,6 +11,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -74,6 +77,25 @@ def task_name(strategy):
     if resolver is None or not getattr(resolver, "task_type", None):
         return "process"
     return f"{resolver.task_type} {resolver.task_id}"
+
+
+def scratch_folder(run_dir, strategy):
+    """Where a non-chief worker writes its own copy of the chief's run `run_dir`: one folder per run and task under
+    the temp dir (tfcnn-worker-<hash of run_dir>-<task>), so the next start of a worker finds the folder an earlier,
+    killed one left (claim_scratch)."""
+    key = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:12]
+    resolver = strategy.cluster_resolver
+    return Path(tempfile.gettempdir()) / f"tfcnn-worker-{key}-{resolver.task_type}{resolver.task_id}"
+
+
+def claim_scratch(scratch):
+    """Own the folder `scratch` (a runfiles.Lock beside it) and make it new and empty: whatever is in it was left by
+    a killed worker, its lock's owner gone. Returns the lock; release it after removing the folder."""
+    lock = runfiles.Lock(scratch, "worker scratch folder", hint="a worker of this run already runs on this host; "
+                         "stop it or give this one another --name").acquire()
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    return lock
 
 
 def is_chief(strategy):
@@ -180,6 +202,11 @@ def _sharded_by_data(dataset):
     return dataset.with_options(options)
 
 
+# Fault point "checkpoint.written" (tests/test_multiworker_faults.py): TF calls write callbacks once a checkpoint's
+# files are written, before the manager's own, which records it as the latest in the folder's `checkpoint` file.
+_SAVE_OPTIONS = tf.train.CheckpointOptions(experimental_write_callbacks=[lambda: runfiles.fault("checkpoint.written")])
+
+
 class EpochLoop:
     """model.fit's epoch loop for a distribution strategy: train_step under strategy.run, validation, callbacks,
     and a tf.train checkpoint at the end of every epoch (on every worker; `checkpoint_dir` is the chief's run
@@ -247,6 +274,8 @@ class EpochLoop:
             callbacks.on_epoch_end(epoch, logs)
             # After the epoch's files: a kill in between repeats the epoch, which gives the same batches.
             self.epoch.assign(epoch + 1)
-            self.manager.save()
+            runfiles.fault("checkpoint")
+            self.manager.save(options=_SAVE_OPTIONS)
             runfiles.fsync_tree(self.manager.directory)  # TensorFlow renames its checkpoint files unflushed (no fsync)
+            runfiles.fault("checkpoint.saved")
         callbacks.on_train_end(logs)

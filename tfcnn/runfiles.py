@@ -12,7 +12,7 @@ not, as this host cannot tell whether that process still runs.
 TFCNN_FAULT=<point>[:<n>] makes the process SIGKILL itself the n-th time (default 1st) it reaches the
 named point: tests/test_faults.py kills a real training run inside every write this way. Points:
 "write:<file name>" between writing a temporary file and renaming it onto <file name>, and the
-named moments in tfcnn.checkpoints, tfcnn.train and tfcnn.export. Stdlib only (no TensorFlow).
+named moments in tfcnn.checkpoints, tfcnn.distributed, tfcnn.train and tfcnn.export. Stdlib only (no TensorFlow).
 
 Atomic writes also survive a power cut: a file (every file of a folder) is flushed to the disk before
 its rename, and its folder after it (fsync_dir), so the name holds the old version or the whole new one.

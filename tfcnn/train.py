@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -171,9 +170,7 @@ def _fit_stage(model, run, stage, epochs):
         eval_batches = pipes.val if pipes.val is not None else pipes.test  # only their element spec is read
         loop = distributed.EpochLoop(model, strategy, backup, eval_batches.element_spec)
         with distributed.peers_required(strategy):
-            initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch
-        if initial_epoch >= epochs:
-            return
+            initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch; if all: on to the .done file
     elif done.exists():
         shutil.rmtree(backup, ignore_errors=True)  # killed between marking the stage done and removing its backup
         return
@@ -309,15 +306,24 @@ def train_and_evaluate(config, callbacks=()):
     scratch = None
     if not chief:
         # Multi-worker: every worker runs the same steps (collectives need all of them), but only the
-        # chief's files are kept; the others write to a scratch folder that is removed at exit.
-        scratch = tempfile.mkdtemp(prefix="tfcnn-worker-")
-        atexit.register(shutil.rmtree, scratch, True)
-        config = dataclasses.replace(config, runs_dir=scratch, saved_models_dir=scratch, tensorboard=False, verbose=0)
+        # chief's files are kept; the others write to a scratch folder that is removed at exit (or, after
+        # a kill, at the next start).
+        scratch = distributed.scratch_folder(Path(config.runs_dir) / config.name, strategy)
+        atexit.register(_remove_scratch, scratch, distributed.claim_scratch(scratch))
+        config = dataclasses.replace(config, runs_dir=str(scratch), saved_models_dir=str(scratch), tensorboard=False,
+                                     verbose=0)
     run_dir = Path(config.runs_dir) / config.name
     with runfiles.Lock(run_dir, "run folder", hint="wait for it to finish or choose another --name"):
         runfiles.fault("lock")
         _check_run_dir(config, run_dir)
-        return _run(config, callbacks, strategy, precision, chief, scratch, run_dir)
+        # Building the model and the loop broadcasts the chief's initial weights: a peer lost there is one line too.
+        with distributed.peers_required(strategy):
+            return _run(config, callbacks, strategy, precision, chief, scratch, run_dir)
+
+
+def _remove_scratch(scratch, lock):
+    shutil.rmtree(scratch, ignore_errors=True)
+    lock.release()
 
 
 def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
@@ -376,8 +382,13 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
             return None
 
         metrics = _evaluate_and_save(run, plain, ds, saved_dir, wall=wall, precision=precision, frozen=frozen)
-    with distributed.peers_required(strategy):
-        distributed.barrier(strategy)
+    try:
+        with distributed.peers_required(strategy):
+            distributed.barrier(strategy)  # releases the others, waiting there until the run is written
+    except TfcnnError as exc:
+        # A worker killed after its last step never gets here; the run is finished and whole all the same.
+        print(f"warning: run {config.name} is finished, but {str(exc).split(';')[0]} at its end", file=sys.stderr,
+              flush=True)
     return metrics
 
 
