@@ -169,12 +169,12 @@ def _grid_file(tmp_path, **grid):
     return path
 
 
-def _cli(args, shared_data, log):
+def _cli(args, shared_data, log, **popen):
     """`python -m tfcnn.experiments ARGS` in the background, its output in `log`."""
     env = {**os.environ, "TFCNN_DATA_DIR": str(shared_data), "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log, "w") as out:
         return subprocess.Popen([sys.executable, "-m", "tfcnn.experiments", *args], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen)
 
 
 def _finish(process, log, timeout=600):
@@ -300,6 +300,51 @@ def test_a_search_runs_tpe_trials_and_plots_the_study(tmp_path, shared_data, cap
     assert experiments.main([*argv[:4], "4", *argv[5:]]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert len(pd.read_csv(folder / "lenet-lr-quick.csv")) == 4
+
+
+def _kill_mid_run(process, group_dir, log, epochs, deadline, group=False):
+    """SIGKILL `process` (with group: its whole process group) once a run in `group_dir` has finished an epoch
+    but not the run; returns that run's folder and its epochs done."""
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, Path(log).read_text()[-3000:]
+        for history in group_dir.glob("*/history.csv"):
+            done = len(_epochs(history.parent)) if history.stat().st_size else 0
+            if 1 <= done < epochs and not (history.parent / "metrics.json").exists():
+                if group:
+                    os.killpg(process.pid, signal.SIGKILL)
+                else:
+                    process.send_signal(signal.SIGKILL)
+                process.wait()
+                return history.parent, len(_epochs(history.parent))
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_table_and_resumes_after_a_kill(tmp_path, shared_data):
+    pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install 'tfcnn[sweeps]')")
+    grid = _grid_file(tmp_path, base={**TINY_BASE, "epochs": 3, "limit_train": 1024},
+                      variants=[{"activation": "tanh"}, {"activation": "relu"}])
+    common = [str(grid), "--deterministic", "--set", "cpu_threads=2"]
+    _finish(_cli([*common, "--runs-dir", str(tmp_path / "optuna"), "--set", f"saved_models_dir={tmp_path / 's1'}"],
+                 shared_data, tmp_path / "optuna.log"), tmp_path / "optuna.log")
+    runs = tmp_path / "ray"
+    args = [*common, "--backend", "ray", "--cpus-per-trial", "2", "--runs-dir", str(runs),
+            "--set", f"saved_models_dir={tmp_path / 's2'}"]
+    # The first invocation is killed mid-run with the embedded Ray it started (its process group).
+    first = _cli(args, shared_data, tmp_path / "ray1.log", start_new_session=True)
+    try:
+        killed, done = _kill_mid_run(first, runs / "tiny", tmp_path / "ray1.log", 3, time.monotonic() + 600,
+                                     group=True)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    out = _finish(_cli(args, shared_data, tmp_path / "ray2.log"), tmp_path / "ray2.log")
+    assert "restoring the Ray Tune experiment" in out
+    assert f"resuming train of {killed.name} after epoch {done}/3" in out  # resumed, not restarted
+    assert _epochs(killed) == [1, 2, 3]
+    one, two = (pd.read_csv(tmp_path / name / "tiny" / "tiny.csv") for name in ("optuna", "ray"))
+    assert list(two["variant"]) == ["tanh", "relu"] and (two["epochs"] == 3).all()
+    pd.testing.assert_frame_equal(one[ACCURACY], two[ACCURACY], check_exact=True)
 
 
 # ---------------------------------------------------------------- a real PostgreSQL server

@@ -197,20 +197,21 @@ def _grid_runs(configs, grid):
                                        config.seed if seeded else None), config) for label, config in configs]
 
 
-def _trial_row(label, config, varied, trial, class_f1=()):
-    """The table's row of a run from the trial that stands for it (tfcnn.sweeps.results): its run folder's
-    metrics.json if it completed; a pruned run has `pruned` (when and why), a failed one `error`."""
+def _trial_row(label, config, varied, outcome, class_f1=()):
+    """The table's row of a run from its trial's tfcnn.sweeps.Outcome: its run folder's metrics.json if it
+    completed (else, for a run trained on another host into its own --runs-dir, the metrics its trial kept); a
+    pruned run has `pruned` (when and why), a failed one `error`."""
     metrics = error = pruned = None
-    if trial is None:
+    if outcome.state is None:
         error = "not finished: run the same command to carry on"
-    elif trial.state.name == "COMPLETE":
-        metrics = sweeps.finished(config)
+    elif outcome.state == "COMPLETE":
+        metrics = sweeps.finished(config) or outcome.metrics
         if metrics is None:
-            error = f"trial {trial.number} completed but {config.name} has no metrics.json"
-    elif trial.state.name == "PRUNED":
-        pruned = trial.user_attrs.get("error") or "pruned"
+            error = f"{config.name} completed but has no metrics.json"
+    elif outcome.state == "PRUNED":
+        pruned = outcome.error or "pruned"
     else:
-        error = trial.user_attrs.get("error") or trial.state.name.lower()
+        error = outcome.error or outcome.state.lower()
     row = _row(label, config, varied, metrics, error=error, class_f1=class_f1)
     if pruned:
         row["pruned"] = pruned
@@ -221,17 +222,13 @@ def _work_grid(study, runs, prune):
     """This process as one worker of a grid's study: it trains the queued runs until none is left."""
     by_label = {label: config for label, _, config in runs}
     any_config = runs[0][2]
-    choices = {}
-    for _, params, _ in runs:
-        for name, value in params.items():
-            choices[name] = list(dict.fromkeys([*choices.get(name, []), value]))
 
     def objective(trial):
-        sweeps.suggest_queued(trial.study, trial, choices)
         label = trial.user_attrs["run"]
         # A run queued by another invocation (e.g. with --only) trains with the settings it was queued with.
         config = by_label.get(label) or sweeps.trial_config(trial, any_config)
         metrics = sweeps.run(config, callbacks=[sweeps.report_callback(trial, prune)])
+        sweeps.record_metrics(trial, metrics)
         value = metrics.get("best_val_accuracy")
         return value if value is not None else metrics["test"]["accuracy"]
 
@@ -253,8 +250,28 @@ def _grid_worker(name_or_path, quick, only, storage, pruner, heartbeat, override
     _work_grid(study, _grid_runs(configs, grid), pruner not in (None, "none"))
 
 
+def _run_grid_study(name_or_path, group, configs, runs, *, quick, only, storage, workers, pruner, heartbeat,
+                    overrides):
+    """run_grid on Optuna: ({label: Outcome}, labels finished before, the storage's name, the grid's folder)."""
+    study, folder = _open_grid_study(group, configs, storage, pruner, heartbeat)
+    done_before = sweeps.enqueue_grid(study, runs)
+    where = sweeps.describe_storage(storage, folder)
+    print(f"[{group}] study {group} in {where}: {len(runs)} runs, {len(done_before)} finished earlier, "
+          f"{workers} worker(s) here", flush=True)
+    if workers == 1:
+        _work_grid(study, runs, pruner not in (None, "none"))
+    else:
+        codes = sweeps.start_workers(workers, _grid_worker, dict(
+            name_or_path=str(name_or_path), quick=quick, only=only, storage=storage, pruner=pruner,
+            heartbeat=heartbeat, overrides=overrides))
+        for i, code in enumerate(codes):
+            if code:
+                print(f"[{group}] worker {i} exited with {'signal ' + str(-code) if code < 0 else code}", flush=True)
+    return {label: sweeps.outcome(trial) for label, trial in sweeps.results(study).items()}, done_before, where, folder
+
+
 def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, storage=None, workers=1, pruner=None,
-             heartbeat=sweeps.HEARTBEAT, **overrides):
+             heartbeat=sweeps.HEARTBEAT, backend="optuna", address=None, cpus_per_trial=None, **overrides):
     """Run every variant of a grid as the trials of an Optuna study; write <out>/<grid>.{csv,md,png}; return the
     table.
 
@@ -267,38 +284,40 @@ def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, st
     `storage`: None (a journal file, <runs_dir>/<grid>/study.journal) or a URL (tfcnn.sweeps.open_storage);
     `workers`: processes that train the runs at once (the same call on another host, with the same storage,
     adds more); `pruner`: none, median or hyperband; `heartbeat`: seconds between a trial's heartbeats.
+    `backend` "ray": Ray Tune trials instead (tfcnn.sweeps_ray; `address` of a Ray cluster, default an embedded
+    local Ray; `cpus_per_trial` cores per trial, default all), with ASHA (pruner hyperband) or median stopping.
     Runs that finished in an earlier call (or whose trials completed) are not trained again.
     A run that fails (e.g. its loss diverges) gets an `error` and empty metrics; the others still run.
     """
     import pandas as pd
 
+    if backend not in ("optuna", "ray"):
+        raise TfcnnError(f"unknown --backend {backend!r}; choose optuna or ray")
+    if backend == "ray":
+        from tfcnn import sweeps_ray
+
+        sweeps_ray._ray()  # installed? (before any work)
     if workers < 1:
         raise TfcnnError(f"--workers must be at least 1, got {workers}")
     if workers > 1 and overrides.get("cpu_threads") is None:
         overrides["cpu_threads"] = sweeps.threads_per_worker(workers)  # the cores shared out, not oversubscribed
     group, configs, varied, grid = grid_configs(name_or_path, quick=quick, only=only, **overrides)
-    study, folder = _open_grid_study(group, configs, storage, pruner, heartbeat)
     runs = _grid_runs(configs, grid)
-    done_before = sweeps.enqueue_grid(study, runs)
-    where = sweeps.describe_storage(storage, folder)
-    print(f"[{group}] study {group} in {where}: {len(runs)} runs, {len(done_before)} finished earlier, "
-          f"{workers} worker(s) here", flush=True)
-    out = Path(out) if out else folder
     start = time.perf_counter()
-    prune = pruner not in (None, "none")
-    if workers == 1:
-        _work_grid(study, runs, prune)
+    if backend == "ray":
+        folder = Path(configs[0][1].runs_dir) / group
+        where = str(folder / "ray" / sweeps_ray.EXPERIMENT)
+        done_before = [label for label, _, config in runs if sweeps.finished(config) is not None]
+        outcomes = sweeps_ray.run_grid(runs, name=group, folder=folder, address=address, pruner=pruner,
+                                       cpus_per_trial=cpus_per_trial)
     else:
-        codes = sweeps.start_workers(workers, _grid_worker, dict(
-            name_or_path=str(name_or_path), quick=quick, only=only, storage=storage, pruner=pruner,
-            heartbeat=heartbeat, overrides=overrides))
-        for i, code in enumerate(codes):
-            if code:
-                print(f"[{group}] worker {i} exited with {'signal ' + str(-code) if code < 0 else code}", flush=True)
+        outcomes, done_before, where, folder = _run_grid_study(name_or_path, group, configs, runs, quick=quick,
+                                                               only=only, storage=storage, workers=workers,
+                                                               pruner=pruner, heartbeat=heartbeat, overrides=overrides)
     wall = time.perf_counter() - start
-    chosen = sweeps.results(study)
-    rows = [_trial_row(label, config, varied, chosen.get(label), class_f1=grid.get("class_f1", ()))
-            for label, _, config in runs]
+    out = Path(out) if out else folder
+    rows = [_trial_row(label, config, varied, outcomes.get(label) or sweeps.Outcome(),
+                       class_f1=grid.get("class_f1", ())) for label, _, config in runs]
     table = pd.DataFrame(rows)
     if grid.get("seeds"):
         table.insert(1, "setup", [label.rsplit("-seed", 1)[0] for label, _ in configs])
@@ -351,6 +370,7 @@ def _search_objective(group, search, base, config_file, prune):
             raise TfcnnError(f"trial {trial.number} ({values}): {exc}") from None
         trial.set_user_attr("config", sweeps.fingerprint(config))
         metrics = sweeps.run(config, callbacks=[sweeps.report_callback(trial, prune)])
+        sweeps.record_metrics(trial, metrics)
         if metrics.get(metric) is None:
             raise TfcnnError(f"{config.name} has no {metric}: a search needs a validation split (val_fraction > 0)")
         return metrics[metric]
@@ -405,6 +425,7 @@ def run_search(name_or_path, *, trials=None, quick=False, out=None, command=None
     if trials < 1:
         raise TfcnnError(f"--trials must be at least 1, got {trials}")
     study, folder, base_config = _open_search_study(group, base, config_file, storage, pruner, heartbeat)
+    sweeps.check_search(study, search["space"], base_config)
     where = sweeps.describe_storage(storage, folder)
     before = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     print(f"[{group}] study {group} in {where}: {trials} trials, {len(before)} finished earlier, {workers} "
@@ -429,7 +450,7 @@ def run_search(name_or_path, *, trials=None, quick=False, out=None, command=None
             continue  # never started its run (e.g. its values did not make a valid config)
         config = sweeps.trial_config(trial, base_config)
         configs.append(config)
-        row = _trial_row(label, config, varied, trial)
+        row = _trial_row(label, config, varied, sweeps.outcome(trial))
         row["trial"], row["value"] = trial.number, trial.value
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -727,6 +748,9 @@ def main(argv=None):
                        help="optuna: the workers above; ray: Ray Tune trials on a local or remote Ray (default optuna)")
     sweep.add_argument("--address", default=None, help="--backend ray: the Ray cluster's address (default: start an "
                                                        "embedded local Ray)")
+    sweep.add_argument("--cpus-per-trial", type=int, default=None,
+                       help="--backend ray: cores each trial reserves and TensorFlow's thread count in it (default: "
+                            "all of this machine's, one trial at a time)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     if args.list:
         for name in grid_names():
@@ -745,12 +769,16 @@ def main(argv=None):
     command = "python -m tfcnn.experiments " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     engine = dict(storage=args.storage, workers=args.workers, pruner=args.pruner, heartbeat=args.heartbeat)
+    if args.backend == "ray" and (args.storage or args.workers != 1 or args.heartbeat != sweeps.HEARTBEAT):
+        raise TfcnnError("--storage, --workers and --heartbeat belong to the optuna backend; Ray keeps its state in "
+                         "<runs-dir>/<grid>/ray and runs as many trials at once as --cpus-per-trial allows")
+    if args.backend == "ray" and args.grid == "search":
+        raise TfcnnError("--backend ray runs grids; run searches on the default backend (Optuna's TPE), which "
+                         "spans several hosts with --storage")
     if args.backend == "ray":
-        from tfcnn import sweeps_ray
-
-        table = sweeps_ray.run(args.search if args.grid == "search" else args.grid, search=args.grid == "search",
-                               trials=args.trials, quick=args.quick, only=args.only, out=args.out, command=command,
-                               address=args.address, pruner=args.pruner, **overrides)
+        table = run_grid(args.grid, quick=args.quick, only=args.only, out=args.out, command=command,
+                         backend="ray", address=args.address, cpus_per_trial=args.cpus_per_trial,
+                         pruner=args.pruner, **overrides)
     elif args.grid == "search":
         table, best = run_search(args.search, trials=args.trials, quick=args.quick, out=args.out, command=command,
                                  **engine, **overrides)

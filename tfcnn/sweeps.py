@@ -13,6 +13,7 @@ The thin layer between tfcnn and the engine (tfcnn.experiments builds the grids'
 - every epoch's validation accuracy is reported to the trial, and a pruner (median, hyperband) may stop it.
 """
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ import os
 import socket
 import sys
 import time
+import typing
 import warnings
 from pathlib import Path
 
@@ -66,7 +68,9 @@ def _heartbeat_journal_class():
             self._heartbeat_interval, self._grace_period, self._callback = heartbeat_interval, grace_period, callback
 
         def record_heartbeat(self, trial_id):
-            self.set_trial_system_attr(trial_id, _BEAT, time.time())
+            # A worker that was paused past its grace period finds its trial failed (and retried) by another.
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.set_trial_system_attr(trial_id, _BEAT, time.time())
 
         def _get_stale_trial_ids(self, study_id):
             # A retried trial carries its dead predecessor's last beat: its own start counts as a beat too.
@@ -210,6 +214,13 @@ def report_callback(trial, prune):
     return ReportToTrial()
 
 
+def record_metrics(trial, metrics):
+    """Keep a run's metrics (without its per-class report) in its trial, so that a host that cannot read the run
+    folder (trained on another host) still tabulates it."""
+    test = {k: v for k, v in (metrics.get("test") or {}).items() if k != "per_class"}
+    trial.set_user_attr("metrics", {**{k: v for k, v in metrics.items() if k != "test"}, "test": test})
+
+
 def fingerprint(config):
     """What a trial records of its run's config: every field (the results-free ones are ignored when compared)."""
     return config.to_dict()
@@ -240,14 +251,6 @@ def grid_params(label, seed=None):
     return {"variant": label} if seed is None else {"variant": label, "seed": seed}
 
 
-def suggest_queued(study, trial, choices):
-    """Suggest a queued trial's params (its variant, and seed) so that the study records them: {name: [choices]}
-    of the grid; a value outside them (queued by another invocation, e.g. with --only) is added."""
-    for name, value in _system_attrs(study, trial).get("fixed_params", {}).items():
-        options = list(choices.get(name, []))
-        trial.suggest_categorical(name, options if value in options else [*options, value])
-
-
 def enqueue_grid(study, runs):
     """Queue each of `runs` [(run label, params, Config)] that the study has no trial of yet, or only failed ones
     (a failed run is tried again, resuming from its folder, as a new invocation always did). Raises if the study
@@ -264,8 +267,9 @@ def enqueue_grid(study, runs):
         if any(t.state in (state.COMPLETE, state.PRUNED) for t in mine):
             done.append(label)
         if not any(t.state != state.FAIL for t in mine):
-            study.enqueue_trial(params, user_attrs={"run": label, "study": study.study_name,
-                                                    "config": fingerprint(config)})
+            # The params stay the queue's (fixed_params) and the trial's user attributes: as suggested params they
+            # would need one categorical distribution for the whole study, which --only or an edited grid changes.
+            study.enqueue_trial(params, user_attrs={**params, "run": label, "config": fingerprint(config)})
     return done
 
 
@@ -292,6 +296,22 @@ def results(study):
         else:
             chosen[label] = None
     return chosen
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How a run's trial ended, whichever engine ran it: state COMPLETE, PRUNED, FAIL or None (not finished)."""
+
+    state: typing.Optional[str] = None
+    error: typing.Optional[str] = None
+    metrics: typing.Optional[dict] = None  # the run's metrics as its trial kept them
+
+
+def outcome(trial):
+    """The Outcome of an Optuna FrozenTrial (None: not finished)."""
+    if trial is None:
+        return Outcome()
+    return Outcome(trial.state.name, trial.user_attrs.get("error"), trial.user_attrs.get("metrics"))
 
 
 # ---------------------------------------------------------------- searches: a YAML search space, TPE
@@ -380,6 +400,28 @@ def distribution(name, spec, where="the search"):
                          "positive for log, and no step with log)") from None
 
 
+def check_search(study, space, base):
+    """Raise if the study's trials drew from other distributions than `space` (its YAML was edited: Optuna cannot
+    mix them in one study) or ran on other settings than the `base` Config's (outside the space)."""
+    optuna = _optuna()
+    for trial in study.get_trials(deepcopy=False):
+        saved = trial.user_attrs.get("config")
+        changed = base.changed_from(saved, REUSE_FREE | set(space)) if saved else []
+        if changed:
+            raise TfcnnError(f"study {study.study_name} holds run {trial.user_attrs.get('run')} with other settings "
+                             f"({', '.join(changed)}); use another --runs-dir (or --storage) for these settings")
+        for name, old in trial.distributions.items():
+            if name in space:
+                try:
+                    optuna.distributions.check_distribution_compatibility(old, distribution(name, space[name]))
+                except ValueError:
+                    raise TfcnnError(f"study {study.study_name} drew {name} from {old}, which its search file no "
+                                     "longer says; use another --runs-dir (or --storage) for the new space") from None
+        if set(trial.distributions) - set(space):
+            raise TfcnnError(f"study {study.study_name} also searched {sorted(set(trial.distributions) - set(space))}, "
+                             "which its search file no longer has; use another --runs-dir for the new space")
+
+
 def suggest(trial, space):
     """The trial's values of every space entry (a retried trial gets its first values back)."""
     optuna = _optuna()
@@ -453,7 +495,6 @@ def work(study, objective, *, more=None, log_prefix=None):
                 trial = study.ask()
             if "run" not in trial.user_attrs:
                 trial.set_user_attr("run", f"trial{trial.number:03d}")
-                trial.set_user_attr("study", study.study_name)
         if trial is None:
             running = study.get_trials(deepcopy=False, states=(state.RUNNING,))
             if not running:
@@ -475,6 +516,12 @@ def work(study, objective, *, more=None, log_prefix=None):
         with get_heartbeat_thread(trial._trial_id, study._storage):
             try:
                 value = objective(trial)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # This worker was silent past the grace period (paused, not dead): its trial was failed and queued
+                # again meanwhile. The run folder's lock kept the two from training it at once.
+                print(f"[{prefix}] trial {trial.number} was failed and retried by another worker while this one "
+                      "was silent; its result stays in the run folder", flush=True)
+                continue
             except optuna.TrialPruned as exc:
                 outcome, error = state.PRUNED, str(exc) or "pruned"
             except TfcnnError as exc:  # this run's own failure (e.g. a diverging loss): the others still run
@@ -485,10 +532,11 @@ def work(study, objective, *, more=None, log_prefix=None):
                     study.tell(trial, state=state.FAIL)
                 raise
         if error:
-            trial.set_user_attr("error", error)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr("error", error)
             print(f"[{prefix}] trial {trial.number}: {trial.user_attrs.get('run')} "
                   f"{'pruned' if outcome == state.PRUNED else 'failed'}: {error}", flush=True)
-        study.tell(trial, value if outcome == state.COMPLETE else None, state=outcome)
+        study.tell(trial, value if outcome == state.COMPLETE else None, state=outcome, skip_if_finished=True)
         ran.append(trial.number)
 
 
