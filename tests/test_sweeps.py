@@ -284,8 +284,10 @@ def test_a_search_runs_tpe_trials_and_plots_the_study(tmp_path, shared_data, cap
     table = pd.read_csv(folder / "lenet-lr-quick.csv")
     assert table["variant"].tolist() == ["trial000", "trial001", "trial002"]
     assert table["lr"].between(1e-4, 0.03).all() and set(table["activation"]) <= {"tanh", "relu"}
-    assert table["dropout"].between(0, 0.5).all() and (table["epochs"] == 2).all()
+    assert set(table["conv_layers"]) <= {1, 2, 3}
+    # The median pruner may stop a trial below the others' median at epoch 2 (from the third trial on).
     pruned = table["pruned"].notna() if "pruned" in table else pd.Series(False, index=table.index)
+    assert not pruned[:2].any() and (table.loc[~pruned, "epochs"] == 2).all()
     assert table.loc[~pruned, "value"].tolist() == pytest.approx(table.loc[~pruned, "best_val_accuracy"].tolist())
     assert table.loc[pruned, "pruned"].str.startswith("pruned after epoch 2 (val accuracy").all()
     best = table.loc[table["value"].idxmax()]

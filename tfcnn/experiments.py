@@ -479,8 +479,9 @@ def plot_study(study, out, group):
     from optuna.visualization import matplotlib as optuna_plots
 
     written = []
-    figures = [("history", optuna_plots.plot_optimization_history)]
-    if sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) >= 2:
+    completed = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    figures = [("history", optuna_plots.plot_optimization_history)] if completed else []
+    if completed >= 2:
         figures.append(("importances", optuna_plots.plot_param_importances))
     for suffix, plot in figures:
         try:
@@ -737,8 +738,8 @@ def main(argv=None):
                        help="worker processes on this machine, each training one run at a time with its share of the "
                             "cores; the same command on another host with the same --storage adds more (default 1)")
     sweep.add_argument("--pruner", default="none", choices=sweeps.PRUNERS,
-                       help="stop runs whose per-epoch validation accuracy lags: Optuna's median or Hyperband pruner "
-                            "(default none)")
+                       help="stop runs whose per-epoch validation accuracy lags: Optuna's median or Hyperband pruner; "
+                            "with --backend ray, Tune's median stopping rule or ASHA (default none)")
     sweep.add_argument("--heartbeat", type=int, default=sweeps.HEARTBEAT, metavar="SECONDS",
                        help=f"seconds between a running trial's heartbeats; a trial silent for {sweeps.GRACE}x that "
                             f"(its worker died) is retried by another worker (default {sweeps.HEARTBEAT})")

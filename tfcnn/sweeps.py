@@ -147,7 +147,7 @@ def make_pruner(name, epochs):
         return optuna.pruners.NopPruner()
     if name == "median":
         # No pruning before 2 trials have finished, nor in a trial's first epoch (its curve says little yet).
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)  # steps: 1-based epochs
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
     raise TfcnnError(f"unknown --pruner {name!r}; choose one of {', '.join(PRUNERS)}")
@@ -512,7 +512,7 @@ def work(study, objective, *, more=None, log_prefix=None):
         retried = _system_attrs(study, trial).get("failed_trial")
         print(f"[{prefix}] trial {trial.number}: {trial.user_attrs.get('run')}"
               + (f" (retry of trial {retried}, whose worker died)" if retried is not None else ""), flush=True)
-        value, outcome, error = None, state.COMPLETE, None
+        value, ended, error = None, state.COMPLETE, None
         with get_heartbeat_thread(trial._trial_id, study._storage):
             try:
                 value = objective(trial)
@@ -523,9 +523,9 @@ def work(study, objective, *, more=None, log_prefix=None):
                       "was silent; its result stays in the run folder", flush=True)
                 continue
             except optuna.TrialPruned as exc:
-                outcome, error = state.PRUNED, str(exc) or "pruned"
+                ended, error = state.PRUNED, str(exc) or "pruned"
             except TfcnnError as exc:  # this run's own failure (e.g. a diverging loss): the others still run
-                outcome, error = state.FAIL, str(exc)
+                ended, error = state.FAIL, str(exc)
             except BaseException as exc:  # KeyboardInterrupt or a bug: the trial is failed, not left running
                 with contextlib.suppress(Exception):
                     trial.set_user_attr("error", f"interrupted ({exc.__class__.__name__})")
@@ -535,8 +535,8 @@ def work(study, objective, *, more=None, log_prefix=None):
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 trial.set_user_attr("error", error)
             print(f"[{prefix}] trial {trial.number}: {trial.user_attrs.get('run')} "
-                  f"{'pruned' if outcome == state.PRUNED else 'failed'}: {error}", flush=True)
-        study.tell(trial, value if outcome == state.COMPLETE else None, state=outcome, skip_if_finished=True)
+                  f"{'pruned' if ended == state.PRUNED else 'failed'}: {error}", flush=True)
+        study.tell(trial, value if ended == state.COMPLETE else None, state=ended, skip_if_finished=True)
         ran.append(trial.number)
 
 
