@@ -45,7 +45,20 @@ def _runs(name, labels):
     return [(label, sweeps.grid_params(label), Config(name=f"{name}/{label}")) for label in labels]
 
 
-def test_a_dead_workers_trial_is_retried_once_its_heartbeat_is_stale(tmp_path, capsys):
+@pytest.fixture()
+def deadline():
+    """Fail, rather than hang, a worker loop that never ends (e.g. waiting forever on a dead worker's trial)."""
+    def expire(signum, frame):
+        raise TimeoutError("the worker loop did not end within 60 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_dead_workers_trial_is_retried_once_its_heartbeat_is_stale(tmp_path, capsys, deadline):
     study = _study(tmp_path)
     assert sweeps.enqueue_grid(study, _runs("fake", ["a", "b"])) == []
     dead = sweeps._claim(study)  # a worker that took trial 0 and died: RUNNING, and no heartbeat ever after
@@ -70,7 +83,7 @@ def test_a_dead_workers_trial_is_retried_once_its_heartbeat_is_stale(tmp_path, c
     assert sweeps.work(study, objective) == [] and len(study.get_trials()) == 3
 
 
-def test_a_run_queued_twice_runs_once(tmp_path):
+def test_a_run_queued_twice_runs_once(tmp_path, deadline):
     # Two hosts starting the same grid at the same moment may both queue a run; the second copy is skipped.
     study = _study(tmp_path)
     sweeps.enqueue_grid(study, _runs("fake", ["a"]))
@@ -125,6 +138,18 @@ def test_search_files(tmp_path):
         bad.write_text(text)
         with pytest.raises(TfcnnError, match=message):
             sweeps.load_search(bad)
+
+
+@pytest.mark.parametrize("name", sweeps.search_names())
+def test_every_built_in_search_makes_valid_configs(name, tmp_path):
+    group, search, base, config_file = experiments.search_configs(name, runs_dir=str(tmp_path))
+    assert group == name and search["trials"] >= 1
+    from tfcnn.config import make_config
+
+    for spec_name, spec in search["space"].items():  # the ends of every range, and every choice, make a config
+        dist = sweeps.distribution(spec_name, spec)
+        for value in getattr(dist, "choices", None) or (dist.low, dist.high):
+            make_config({**base, spec_name: value, "name": f"{group}/check"}, config_file)
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2
