@@ -221,7 +221,10 @@ def _trials(journal, name):
 
 
 def _epochs(run_dir):
-    return pd.read_csv(run_dir / "history.csv")["epoch"].tolist()
+    """The 1-based epochs of a run's history.csv (tfcnn.evaluate.history)."""
+    from tfcnn import evaluate
+
+    return evaluate.history(run_dir)["epoch"].tolist()
 
 
 @pytest.mark.slow
@@ -257,13 +260,13 @@ def test_two_workers_run_every_trial_once_and_match_one_worker(tmp_path, shared_
 
 @pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_run_resumes(tmp_path, shared_data):
-    grid = _grid_file(tmp_path, base={**TINY_BASE, "epochs": 3, "limit_train": 2048},
+    grid = _grid_file(tmp_path, base={**TINY_BASE, "epochs": 3, "limit_train": 2048, "val_fraction": 0.01},
                       variants=[{"activation": "tanh"}, {"activation": "relu"}])
     runs = tmp_path / "runs"
     args = [str(grid), "--runs-dir", str(runs), "--set", f"saved_models_dir={tmp_path / 'saved'}", "--heartbeat", "1"]
     first = _cli(args, shared_data, tmp_path / "a.log")
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 1200  # generous: other jobs may share the cores
         while "study tiny in" not in (tmp_path / "a.log").read_text():  # A has queued the runs
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
             time.sleep(0.2)
@@ -360,7 +363,7 @@ def test_ray_backend_gives_the_same_table_and_resumes_after_a_kill(tmp_path, sha
     # The first invocation is killed mid-run with the embedded Ray it started (its process group).
     first = _cli(args, shared_data, tmp_path / "ray1.log", start_new_session=True)
     try:
-        killed, done = _kill_mid_run(first, runs / "tiny", tmp_path / "ray1.log", 3, time.monotonic() + 600,
+        killed, done = _kill_mid_run(first, runs / "tiny", tmp_path / "ray1.log", 3, time.monotonic() + 1200,
                                      group=True)
     finally:
         if first.poll() is None:
@@ -386,7 +389,7 @@ def postgres(tmp_path):
     initdb = shutil.which("initdb") or (PG_BIN / "initdb" if (PG_BIN / "initdb").exists() else None)
     if initdb is None:
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    bin_dir = Path(initdb).parent
+    bin_dir = Path(initdb).resolve().parent  # Debian links initdb alone onto the PATH
     folder = tmp_path / "pg"
     folder.mkdir()
     as_user = []
@@ -408,13 +411,16 @@ def postgres(tmp_path):
         port = probe.getsockname()[1]
     server = subprocess.Popen([*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
                                "-k", str(folder), "-c", "listen_addresses=127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "postgres.log", "w"))
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run([*as_user, str(bin_dir / "createdb"), "-h", str(folder), "-p", str(port), "-U", "tfcnn",
-                              "sweeps"], capture_output=True).returncode:
+        while True:
+            created = subprocess.run([*as_user, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                                      "-U", "tfcnn", "sweeps"], capture_output=True, text=True, cwd=folder)
+            if created.returncode == 0:
+                break
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.skip("the PostgreSQL server did not start")
+                pytest.skip(f"the PostgreSQL server did not start: {created.stderr.strip()[-200:]}")
             time.sleep(0.5)
         yield f"postgresql://tfcnn@127.0.0.1:{port}/sweeps"
     finally:
@@ -431,7 +437,7 @@ def test_two_worker_processes_share_a_study_in_postgresql(tmp_path, shared_data,
     runs = tmp_path / "runs"
     args = [str(grid), "--storage", postgres, "--runs-dir", str(runs), "--set", f"saved_models_dir={tmp_path / 's'}"]
     first = _cli(args, shared_data, tmp_path / "a.log")
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1200  # generous: other jobs may share the cores
     while "study tiny in" not in (tmp_path / "a.log").read_text():  # A has queued the runs
         assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
         time.sleep(0.2)
@@ -439,7 +445,7 @@ def test_two_worker_processes_share_a_study_in_postgresql(tmp_path, shared_data,
     outs = [_finish(first, tmp_path / "a.log"), _finish(second, tmp_path / "b.log")]
     import optuna
 
-    trials = optuna.load_study(study_name="tiny", storage=postgres).get_trials()
+    trials = optuna.load_study(study_name="tiny", storage=sweeps.open_storage(postgres)).get_trials()
     assert sorted(t.user_attrs["run"] for t in trials) == ["relu-seed1", "relu-seed2", "tanh-seed1", "tanh-seed2"]
     assert all(t.state.name == "COMPLETE" for t in trials)
     workers = {t.user_attrs["worker"] for t in trials}

@@ -118,13 +118,16 @@ def open_storage(url=None, folder=None, heartbeat=HEARTBEAT):
     if "://" not in url:
         raise TfcnnError(f"--storage {url!r} is neither a database URL (postgresql://user:password@host/db, "
                          "sqlite:///file.db) nor a journal (journal:PATH or a path ending in .journal)")
+    if url.startswith(("postgresql://", "postgres://")):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the sweeps extra pins psycopg2-binary.
+        url = "postgresql+psycopg2://" + url.split("://", 1)[1]
     try:
         return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=GRACE * heartbeat,
                                           heartbeat_stale_trial_callback=retry,
                                           engine_kwargs={"pool_pre_ping": True})
-    except ModuleNotFoundError as exc:
-        raise TfcnnError(f"--storage {where} needs the database driver {exc.name}, which is not installed "
-                         "(PostgreSQL: pip install 'tfcnn[sweeps]', which brings psycopg2-binary)") from None
+    except ImportError as exc:  # Optuna's "Failed to import DB access module", or the driver's own
+        raise TfcnnError(f"--storage {where} needs a database driver that is not installed ({exc}; PostgreSQL: "
+                         "pip install 'tfcnn[sweeps]', which brings psycopg2-binary)") from None
     except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError...: the database cannot be reached
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise TfcnnError(f"cannot open --storage {where}: {first[0] if first else exc.__class__.__name__}") from None
