@@ -5,6 +5,7 @@ The tests that train start real `python -m tfcnn.experiments` processes on tiny 
 images, 1-3 epochs)."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -260,7 +261,7 @@ def test_two_workers_run_every_trial_once_and_match_one_worker(tmp_path, shared_
 
 @pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_run_resumes(tmp_path, shared_data):
-    grid = _grid_file(tmp_path, base={**TINY_BASE, "epochs": 3, "limit_train": 2048, "val_fraction": 0.01},
+    grid = _grid_file(tmp_path, base={**TINY_BASE, "epochs": 4, "limit_train": 2048, "val_fraction": 0.01},
                       variants=[{"activation": "tanh"}, {"activation": "relu"}])
     runs = tmp_path / "runs"
     args = [str(grid), "--runs-dir", str(runs), "--set", f"saved_models_dir={tmp_path / 'saved'}", "--heartbeat", "1"]
@@ -271,20 +272,21 @@ def test_a_killed_worker_is_replaced_and_its_run_resumes(tmp_path, shared_data):
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
             time.sleep(0.2)
         second = _cli(args, shared_data, tmp_path / "b.log")
-        # Kill A once its run has finished an epoch, mid-run.
+        # Kill A mid-run, once its run's backup holds an epoch: history.csv has a second row only after the first
+        # epoch's backup (an epoch counts as done once its backup is written; a kill before loses that epoch only).
         while True:
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
             started = [line for line in (tmp_path / "a.log").read_text().splitlines() if "] trial " in line]
             if started:
                 label = started[-1].split(": ")[-1]
                 history = runs / "tiny" / label / "history.csv"
-                if history.exists() and len(_epochs(runs / "tiny" / label)) >= 1:
+                if history.exists() and len(_epochs(runs / "tiny" / label)) >= 2:
                     first.send_signal(signal.SIGKILL)
                     break
             time.sleep(0.05)
         first.wait()
-        done_at_kill = len(_epochs(runs / "tiny" / label))
-        assert 1 <= done_at_kill < 3 and not (runs / "tiny" / label / "metrics.json").exists()
+        rows_at_kill = len(_epochs(runs / "tiny" / label))
+        assert 2 <= rows_at_kill < 4 and not (runs / "tiny" / label / "metrics.json").exists()
         out = _finish(second, tmp_path / "b.log")
     finally:
         for process in (first, locals().get("second")):
@@ -292,13 +294,14 @@ def test_a_killed_worker_is_replaced_and_its_run_resumes(tmp_path, shared_data):
                 process.kill()
     killed = int(started[-1].split("] trial ")[1].split(":")[0])
     assert f": {label} (retry of trial {killed}, whose worker died)" in out
-    assert f"resuming train of {label} after epoch {done_at_kill}/3" in out
-    assert _epochs(runs / "tiny" / label) == [1, 2, 3]  # no epoch lost or trained twice
+    resumed = re.search(rf"resuming train of {label} after epoch (\d)/4", out)
+    assert resumed and rows_at_kill - 1 <= int(resumed.group(1)) <= rows_at_kill  # not from scratch
+    assert _epochs(runs / "tiny" / label) == [1, 2, 3, 4]  # no epoch lost or trained twice
     trials = _trials(runs / "tiny" / "study.journal", "tiny")
     states = {(t.user_attrs["run"], t.state.name) for t in trials}
     assert states == {("tanh", "COMPLETE"), ("relu", "COMPLETE"), (label, "FAIL")} and len(trials) == 3
     table = pd.read_csv(runs / "tiny" / "tiny.csv")
-    assert table["epochs"].tolist() == [3, 3] and table["test_accuracy"].between(0.2, 1).all()
+    assert table["epochs"].tolist() == [4, 4] and table["test_accuracy"].between(0.2, 1).all()
     assert "error" not in table or table["error"].isna().all()
 
 

@@ -48,9 +48,9 @@ def _train(params, configs):
     except TfcnnError as exc:  # the run's own failure (e.g. a diverging loss): no retry, the others go on
         tune.report({"epoch": config.epochs, "final": True, "error": str(exc)})
         return
-    test = {k: v for k, v in metrics["test"].items() if k != "per_class"}
+    # The run's metrics stay in its folder (Ray's workers share --runs-dir): Tune's table shows the headline only.
     tune.report({"val_accuracy": metrics.get("final_val_accuracy") or 0.0, "epoch": config.epochs, "final": True,
-                 "test_accuracy": test.get("accuracy"), "metrics": {**metrics, "test": test}})
+                 "test_accuracy": metrics["test"]["accuracy"]})
 
 
 def _scheduler(pruner, epochs):
@@ -125,7 +125,7 @@ def run_grid(runs, *, name, folder, address=None, pruner=None, cpus_per_trial=No
             elif last.get("final") and last.get("error"):
                 outcomes[label] = Outcome("FAIL", last["error"])
             elif last.get("final"):
-                outcomes[label] = Outcome("COMPLETE", None, last.get("metrics"))
+                outcomes[label] = Outcome("COMPLETE")
             else:
                 outcomes[label] = Outcome("PRUNED", f"stopped by the scheduler after epoch {last.get('epoch', 0)}")
         return outcomes
