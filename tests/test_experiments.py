@@ -37,7 +37,10 @@ def test_grid_writes_table_and_resumes(tiny_grid, capsys):
     capsys.readouterr()
 
     table = experiments.run_grid(path, out=out, **dirs)
-    assert "reusing finished run" in capsys.readouterr().out
+    # The grid's study (runs/tiny/study.journal) knows tanh's trial completed: only relu is trained.
+    printed = capsys.readouterr().out
+    assert "study tiny in " in printed and ": 2 runs, 1 finished earlier" in printed
+    assert "trial 1: relu-lr0.002" in printed and "tanh" not in printed.split("finished earlier")[1]
     assert finished.stat().st_mtime_ns == stamp  # read back, not retrained
     assert list(table["variant"]) == ["tanh", "relu-lr0.002"]
     assert set(COLUMNS) <= set(table.columns)
@@ -58,8 +61,13 @@ def test_grid_writes_table_and_resumes(tiny_grid, capsys):
     assert (out / "tiny.png").read_bytes()[:4] == b"\x89PNG"
 
     # The same runs with other settings are not silently mixed into the table.
-    with pytest.raises(TfcnnError, match="holds a finished run with other settings \\(epochs\\)"):
+    with pytest.raises(TfcnnError, match="^study tiny holds run tanh with other settings \\(epochs\\)"):
         experiments.run_grid(path, out=out, epochs=2, **dirs)
+    # A run folder trained before its study existed (e.g. an older tfcnn) is read back, not retrained.
+    (out.parent / "runs" / "tiny" / "study.journal").unlink()
+    again = experiments.run_grid(path, out=out, **dirs)
+    assert capsys.readouterr().out.count("reusing finished run") == 2
+    assert finished.stat().st_mtime_ns == stamp and again["test_accuracy"].tolist() == table["test_accuracy"].tolist()
 
 
 def test_a_failing_run_does_not_stop_the_grid(tiny_grid):

@@ -1,8 +1,10 @@
-"""Experiment grids: run a set of configurations, one run folder each, and compare them in one table.
+"""Experiment grids and searches: run a set of configurations, one run folder each, and compare them in one table.
 
     python -m tfcnn.experiments lenet-variants --out docs/experiments     # the MNIST lab's ten variants
     python -m tfcnn.experiments notmnist-models --epochs 3 --set width=1000
     python -m tfcnn.experiments my_grid.yaml --quick                      # 1 epoch on 256 images
+    python -m tfcnn.experiments lenet-seeds --workers 2 --deterministic   # two worker processes on one study
+    python -m tfcnn.experiments search speedrun-lr --trials 8 --pruner median
     python -m tfcnn.experiments --list
 
 A grid is a base config plus a list of variants (dicts of Config fields): a YAML/JSON file with the keys
@@ -11,14 +13,18 @@ variant once per seed) and class_f1 (classes whose F1 the table shows). The buil
 configs/grids/<name>.yaml, run by name. Precedence, lowest first:
 per-arch defaults < base < variant < the grid's quick settings (--quick) < --epochs/--limit-train/--set.
 An override may not set a field the grid varies (that would make the variants equal).
+A search (configs/searches/<name>.yaml, tfcnn.sweeps.load_search) is a base config and a search space that TPE
+samples.
 
-Each run lands in <runs_dir>/<grid>/<label> (<grid>-quick/ with --quick). A finished run (its
-metrics.json) is read back instead of retrained, and an unfinished one resumes from its last epoch
-(tfcnn.train), so an interrupted grid continues where it stopped. The table <out>/<grid>.csv and .md
-(default out: <runs_dir>/<grid>) and the figure <out>/<grid>.png compare the runs.
+Both run on Optuna (tfcnn.sweeps): a grid or a search is a study, by default in the journal file
+<runs_dir>/<grid>/study.journal, and each run is a trial that lands in <runs_dir>/<grid>/<label> (<grid>-quick/
+with --quick). The same command carries on where the last one stopped: finished trials stay finished, and an
+unfinished run resumes from its last epoch (tfcnn.train). --workers N trains N runs at once; the same command on
+another host with the same --storage (a PostgreSQL URL, or a journal on a shared filesystem) adds workers there.
+The table <out>/<grid>.csv and .md (default out: <runs_dir>/<grid>) and the figure <out>/<grid>.png compare the
+runs; a search adds Optuna's optimisation-history and parameter-importance figures.
 """
 import json
-import logging
 import os
 import shlex
 import sys
@@ -29,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import evaluate, runfiles
+from tfcnn import evaluate, sweeps
 from tfcnn.config import REUSE_FREE
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
@@ -148,48 +154,9 @@ def grid_configs(name_or_path, *, quick=False, only=None, **overrides):
     return group, configs, varied, grid
 
 
-# ---------------------------------------------------------------- running
+# ---------------------------------------------------------------- running: a grid is an Optuna study
 
-def finished(config):
-    """The metrics of `config`'s run if it finished with the same settings, None if it has not finished.
-
-    Raises TfcnnError if its folder holds a run (finished or not) with other settings: those results
-    must not be mixed in silently, nor a resumed run continue with changed settings.
-    """
-    run_dir = Path(config.runs_dir) / (config.name or "")
-    saved = run_dir / "config.json"
-    if not config.name or not saved.exists() or config.overwrite:
-        return None
-    metrics_file = run_dir / "metrics.json"
-    old = json.loads(saved.read_text())
-    changed = config.changed_from(old, REUSE_FREE)
-    if changed:
-        state = "finished" if metrics_file.exists() else "unfinished"
-        raise TfcnnError(f"{run_dir} holds a {state} run with other settings ({', '.join(changed)}); use another "
-                         "--runs-dir for this set of runs, or --set overwrite=true to train them again")
-    return json.loads(metrics_file.read_text()) if metrics_file.exists() else None
-
-
-def run(config):
-    """Train `config` (tfcnn.train), or read back the metrics of its finished run with the same settings."""
-    metrics = finished(config)
-    if metrics is not None:
-        print(f"reusing finished run {Path(config.runs_dir) / config.name}", flush=True)
-        return metrics
-    import keras
-
-    from tfcnn.train import train_and_evaluate
-
-    tf_log = logging.getLogger("tensorflow")
-    level = tf_log.level
-    tf_log.setLevel(logging.ERROR)  # SavedModel export's "Assets written" and retracing notices, once per run
-    try:
-        return train_and_evaluate(config)
-    finally:
-        tf_log.setLevel(level)
-        keras.utils.clear_session()  # the next run starts from a clean graph and name scope
-
-
+finished, run = sweeps.finished, sweeps.run  # the notebooks' names for them
 history = evaluate.history  # the notebooks' name for it
 
 
@@ -223,47 +190,315 @@ def _row(label, config, varied, metrics, error=None, class_f1=()):
     return row
 
 
-def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, **overrides):
-    """Run (or reuse) every variant of a grid; write <out>/<grid>.{csv,md,png}; return the table.
+def _grid_runs(configs, grid):
+    """[(run label, trial params, Config)] of a grid's configs: a trial's params are its variant and seed."""
+    seeded = bool(grid.get("seeds"))
+    return [(label, sweeps.grid_params(label.rsplit("-seed", 1)[0] if seeded else label,
+                                       config.seed if seeded else None), config) for label, config in configs]
 
-    table.attrs holds group (the grid's folder name), varied (the varied fields) and the file paths.
+
+def _trial_row(label, config, varied, outcome, class_f1=()):
+    """The table's row of a run from its trial's tfcnn.sweeps.Outcome: its run folder's metrics.json if it
+    completed (else, for a run trained on another host into its own --runs-dir, the metrics its trial kept); a
+    pruned run has `pruned` (when and why), a failed one `error`."""
+    metrics = error = pruned = None
+    if outcome.state is None:
+        error = "not finished: run the same command to carry on"
+    elif outcome.state == "COMPLETE":
+        metrics = sweeps.finished(config) or outcome.metrics
+        if metrics is None:
+            error = f"{config.name} completed but has no metrics.json"
+    elif outcome.state == "PRUNED":
+        pruned = outcome.error or "pruned"
+    else:
+        error = outcome.error or outcome.state.lower()
+    row = _row(label, config, varied, metrics, error=error, class_f1=class_f1)
+    if pruned:
+        row["pruned"] = pruned
+    return row
+
+
+def _work_grid(study, runs, prune):
+    """This process as one worker of a grid's study: it trains the queued runs until none is left."""
+    by_label = {label: config for label, _, config in runs}
+    any_config = runs[0][2]
+
+    def objective(trial):
+        label = trial.user_attrs["run"]
+        # A run queued by another invocation (e.g. with --only) trains with the settings it was queued with.
+        config = by_label.get(label) or sweeps.trial_config(trial, any_config)
+        metrics = sweeps.run(config, callbacks=[sweeps.report_callback(trial, prune)])
+        sweeps.record_metrics(trial, metrics)
+        value = metrics.get("best_val_accuracy")
+        return value if value is not None else metrics["test"]["accuracy"]
+
+    return sweeps.work(study, objective)
+
+
+def _open_grid_study(group, configs, storage, pruner, heartbeat):
+    folder = Path(configs[0][1].runs_dir) / group
+    epochs = max(config.epochs for _, config in configs)
+    study = sweeps.load_or_create_study(sweeps.open_storage(storage, folder, heartbeat), group,
+                                        pruner=sweeps.make_pruner(pruner, epochs))
+    return study, folder
+
+
+def _grid_worker(name_or_path, quick, only, storage, pruner, heartbeat, overrides):
+    """A --workers process: the same grid and study as its parent, which has queued the runs."""
+    group, configs, _, grid = grid_configs(name_or_path, quick=quick, only=only, **overrides)
+    study, _ = _open_grid_study(group, configs, storage, pruner, heartbeat)
+    _work_grid(study, _grid_runs(configs, grid), pruner not in (None, "none"))
+
+
+def _run_grid_study(name_or_path, group, configs, runs, *, quick, only, storage, workers, pruner, heartbeat,
+                    overrides):
+    """run_grid on Optuna: ({label: Outcome}, labels finished before, the storage's name, the grid's folder)."""
+    study, folder = _open_grid_study(group, configs, storage, pruner, heartbeat)
+    done_before = sweeps.enqueue_grid(study, runs)
+    where = sweeps.describe_storage(storage, folder)
+    print(f"[{group}] study {group} in {where}: {len(runs)} runs, {len(done_before)} finished earlier, "
+          f"{workers} worker(s) here", flush=True)
+    if workers == 1:
+        _work_grid(study, runs, pruner not in (None, "none"))
+    else:
+        codes = sweeps.start_workers(workers, _grid_worker, dict(
+            name_or_path=str(name_or_path), quick=quick, only=only, storage=storage, pruner=pruner,
+            heartbeat=heartbeat, overrides=overrides))
+        for i, code in enumerate(codes):
+            if code:
+                print(f"[{group}] worker {i} exited with {'signal ' + str(-code) if code < 0 else code}", flush=True)
+    return {label: sweeps.outcome(trial) for label, trial in sweeps.results(study).items()}, done_before, where, folder
+
+
+def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, storage=None, workers=1, pruner=None,
+             heartbeat=sweeps.HEARTBEAT, backend="optuna", address=None, cpus_per_trial=None, **overrides):
+    """Run every variant of a grid as the trials of an Optuna study; write <out>/<grid>.{csv,md,png}; return the
+    table.
+
+    table.attrs holds group (the grid's folder name, also the study's name), varied (the varied fields), the file
+    paths and the storage.
 
     `overrides` are Config fields set on every run (runs_dir, data_dir, epochs, limit_train...);
     `only` keeps some variants (a list of labels, or the first N); `quick` = QUICK + the grid's quick;
     `command` is the command line the Markdown names (default: this call).
+    `storage`: None (a journal file, <runs_dir>/<grid>/study.journal) or a URL (tfcnn.sweeps.open_storage);
+    `workers`: processes that train the runs at once (the same call on another host, with the same storage,
+    adds more); `pruner`: none, median or hyperband; `heartbeat`: seconds between a trial's heartbeats.
+    `backend` "ray": Ray Tune trials instead (tfcnn.sweeps_ray; `address` of a Ray cluster, default an embedded
+    local Ray; `cpus_per_trial` cores per trial, default all), with ASHA (pruner hyperband) or median stopping.
+    Runs that finished in an earlier call (or whose trials completed) are not trained again.
     A run that fails (e.g. its loss diverges) gets an `error` and empty metrics; the others still run.
     """
     import pandas as pd
 
+    if backend not in ("optuna", "ray"):
+        raise TfcnnError(f"unknown --backend {backend!r}; choose optuna or ray")
+    if backend == "ray":
+        from tfcnn import sweeps_ray
+
+        sweeps_ray._ray()  # installed? (before any work)
+    if workers < 1:
+        raise TfcnnError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and overrides.get("cpu_threads") is None and not overrides.get("deterministic"):
+        # The cores shared out, not oversubscribed; but --deterministic keeps TensorFlow's own thread count, as one
+        # worker (or tfcnn.train) has: a thread count changes how float sums split, so the figures would differ.
+        overrides["cpu_threads"] = sweeps.threads_per_worker(workers)
     group, configs, varied, grid = grid_configs(name_or_path, quick=quick, only=only, **overrides)
-    folder = Path(configs[0][1].runs_dir) / group
+    runs = _grid_runs(configs, grid)
+    start = time.perf_counter()
+    if backend == "ray":
+        folder = Path(configs[0][1].runs_dir) / group
+        where = str(folder / "ray" / sweeps_ray.EXPERIMENT)
+        done_before = [label for label, _, config in runs if sweeps.finished(config) is not None]
+        outcomes = sweeps_ray.run_grid(runs, name=group, folder=folder, address=address, pruner=pruner,
+                                       cpus_per_trial=cpus_per_trial)
+    else:
+        outcomes, done_before, where, folder = _run_grid_study(name_or_path, group, configs, runs, quick=quick,
+                                                               only=only, storage=storage, workers=workers,
+                                                               pruner=pruner, heartbeat=heartbeat, overrides=overrides)
+    wall = time.perf_counter() - start
     out = Path(out) if out else folder
-    # One process runs a grid folder at a time: two would train the same runs and resume each other's epochs.
-    with runfiles.Lock(folder, "experiment grid", hint="wait for it to finish or pass another --runs-dir"):
-        reused = sum(finished(config) is not None for _, config in configs)  # stale runs stop the grid here
-        rows, start = [], time.perf_counter()
-        for i, (label, config) in enumerate(configs, start=1):
-            print(f"[{group} {i}/{len(configs)}] {label}", flush=True)
-            try:
-                rows.append(_row(label, config, varied, run(config), class_f1=grid.get("class_f1", ())))
-            except TfcnnError as exc:  # this run's own failure (e.g. a diverging loss): the others still run
-                print(f"[{group} {i}/{len(configs)}] {label} failed: {exc}", flush=True)
-                rows.append(_row(label, config, varied, None, error=str(exc), class_f1=grid.get("class_f1", ())))
-        wall = time.perf_counter() - start
-        table = pd.DataFrame(rows)
-        if grid.get("seeds"):
-            table.insert(1, "setup", [label.rsplit("-seed", 1)[0] for label, _ in configs])
-            table.insert(2, "seed", [config.seed for _, config in configs])
-        table.attrs.update(group=group, varied=varied, markdown=str(out / f"{group}.md"),
-                           csv=str(out / f"{group}.csv"), figure=str(out / f"{group}.png"))
-        if command is None:
-            args = [repr(str(name_or_path))] + [f"{k}={v!r}" for k, v in
+    rows = [_trial_row(label, config, varied, outcomes.get(label) or sweeps.Outcome(),
+                       class_f1=grid.get("class_f1", ())) for label, _, config in runs]
+    table = pd.DataFrame(rows)
+    if grid.get("seeds"):
+        table.insert(1, "setup", [label.rsplit("-seed", 1)[0] for label, _ in configs])
+        table.insert(2, "seed", [config.seed for _, config in configs])
+    table.attrs.update(group=group, varied=varied, markdown=str(out / f"{group}.md"), storage=where,
+                       csv=str(out / f"{group}.csv"), figure=str(out / f"{group}.png"))
+    if command is None:
+        args = [repr(str(name_or_path))] + [f"{k}={v!r}" for k, v in
                                            dict(quick=quick, only=only, **overrides).items() if v not in (None, False)]
-            command = f"tfcnn.experiments.run_grid({', '.join(args)})"
-        if len(table):
-            write_results(table, out, group, grid=grid, configs=[c for _, c in configs], varied=varied,
-                          command=command, wall_time_s=wall, reused=reused)
+        command = f"tfcnn.experiments.run_grid({', '.join(args)})"
+    if len(table):
+        write_results(table, out, group, grid=grid, configs=[c for _, c in configs], varied=varied,
+                      command=command, wall_time_s=wall, reused=len(done_before))
     return table
+
+
+# ---------------------------------------------------------------- searches: TPE over a YAML search space
+
+def search_configs(name_or_path, *, quick=False, **overrides):
+    """(group, search dict, base values, base config file, n trials): a search's settings, its base validated."""
+    from tfcnn.config import make_config
+
+    name, search, config_file = sweeps.load_search(name_or_path)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    clash = sorted(set(overrides) & set(search["space"]))
+    if clash:
+        raise TfcnnError(f"search {name} varies {', '.join(clash)}; an override of it would fix what the search "
+                         "looks for: drop it, or write a search file with the range you want")
+    group = f"{name}-quick" if quick else name
+    extra = {**QUICK, **(search.get("quick") or {})} if quick else {}
+    base = {"verbose": 0, "tensorboard": False, **(search.get("base") or {}), **extra, **overrides}
+    try:
+        make_config({**base, "name": f"{group}/base"}, config_file)
+    except TfcnnError as exc:
+        raise TfcnnError(f"search {name}: {exc}") from None
+    return group, search, base, config_file
+
+
+def _search_objective(group, search, base, config_file, prune):
+    from tfcnn.config import make_config
+
+    metric = search.get("metric", sweeps.METRICS[0])
+
+    def objective(trial):
+        values = sweeps.suggest(trial, search["space"])
+        label = trial.user_attrs["run"]
+        try:
+            config = make_config({**base, **values, "name": f"{group}/{label}"}, config_file)
+        except TfcnnError as exc:
+            raise TfcnnError(f"trial {trial.number} ({values}): {exc}") from None
+        trial.set_user_attr("config", sweeps.fingerprint(config))
+        metrics = sweeps.run(config, callbacks=[sweeps.report_callback(trial, prune)])
+        sweeps.record_metrics(trial, metrics)
+        if metrics.get(metric) is None:
+            raise TfcnnError(f"{config.name} has no {metric}: a search needs a validation split (val_fraction > 0)")
+        return metrics[metric]
+
+    return objective
+
+
+def _search_more(trials):
+    def more(study):
+        started = {t.user_attrs.get("run", f"#{t.number}") for t in study.get_trials(deepcopy=False)
+                   if not t.user_attrs.get("duplicate_of")}
+        return len(started) < trials
+    return more
+
+
+def _open_search_study(group, base, config_file, storage, pruner, heartbeat):
+    from tfcnn.config import make_config
+
+    config = make_config({**base, "name": f"{group}/base"}, config_file)
+    optuna = sweeps._optuna()
+    # constant_liar: parallel workers' running trials count as bad results, so they do not all sample one point.
+    sampler = optuna.samplers.TPESampler(seed=config.seed, constant_liar=True)
+    folder = Path(config.runs_dir) / group
+    study = sweeps.load_or_create_study(sweeps.open_storage(storage, folder, heartbeat), group, sampler=sampler,
+                                        pruner=sweeps.make_pruner(pruner, config.epochs))
+    return study, folder, config
+
+
+def _search_worker(name_or_path, quick, trials, storage, pruner, heartbeat, overrides):
+    """A --workers process of a search."""
+    group, search, base, config_file = search_configs(name_or_path, quick=quick, **overrides)
+    study, _, _ = _open_search_study(group, base, config_file, storage, pruner, heartbeat)
+    sweeps.work(study, _search_objective(group, search, base, config_file, pruner not in (None, "none")),
+                more=_search_more(trials))
+
+
+def run_search(name_or_path, *, trials=None, quick=False, out=None, command=None, storage=None, workers=1,
+               pruner=None, heartbeat=sweeps.HEARTBEAT, **overrides):
+    """Search a YAML search space (tfcnn.sweeps.load_search) with TPE: `trials` runs in all (default: the search's
+    `trials`, else 8), each in <runs_dir>/<search>/trialNNN; an earlier call's trials count, so the same call
+    carries on. Writes <out>/<search>.{csv,md,png} (every trial, as a grid's table) and Optuna's figures
+    <search>_history.png (optimisation history) and <search>_importances.png (parameter importances).
+    Returns (table, best FrozenTrial or None)."""
+    import pandas as pd
+
+    if workers < 1:
+        raise TfcnnError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and overrides.get("cpu_threads") is None and not overrides.get("deterministic"):
+        overrides["cpu_threads"] = sweeps.threads_per_worker(workers)  # as run_grid
+    group, search, base, config_file = search_configs(name_or_path, quick=quick, **overrides)
+    trials = trials or search.get("trials") or 8
+    if trials < 1:
+        raise TfcnnError(f"--trials must be at least 1, got {trials}")
+    study, folder, base_config = _open_search_study(group, base, config_file, storage, pruner, heartbeat)
+    sweeps.check_search(study, search["space"], base_config)
+    where = sweeps.describe_storage(storage, folder)
+    before = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    print(f"[{group}] study {group} in {where}: {trials} trials, {len(before)} finished earlier, {workers} "
+          f"worker(s) here", flush=True)
+    out = Path(out) if out else folder
+    start = time.perf_counter()
+    prune = pruner not in (None, "none")
+    if workers == 1:
+        sweeps.work(study, _search_objective(group, search, base, config_file, prune), more=_search_more(trials))
+    else:
+        codes = sweeps.start_workers(workers, _search_worker, dict(
+            name_or_path=str(name_or_path), quick=quick, trials=trials, storage=storage, pruner=pruner,
+            heartbeat=heartbeat, overrides=overrides))
+        for i, code in enumerate(codes):
+            if code:
+                print(f"[{group}] worker {i} exited with {'signal ' + str(-code) if code < 0 else code}", flush=True)
+    wall = time.perf_counter() - start
+    varied = list(search["space"])
+    rows, configs = [], []
+    for label, trial in sorted(sweeps.results(study).items(), key=lambda item: str(item[0])):
+        if trial is None or "config" not in trial.user_attrs:
+            continue  # never started its run (e.g. its values did not make a valid config)
+        config = sweeps.trial_config(trial, base_config)
+        configs.append(config)
+        row = _trial_row(label, config, varied, sweeps.outcome(trial))
+        row["trial"], row["value"] = trial.number, trial.value
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs.update(group=group, varied=varied, markdown=str(out / f"{group}.md"), storage=where,
+                       csv=str(out / f"{group}.csv"), figure=str(out / f"{group}.png"),
+                       history=str(out / f"{group}_history.png"), importances=str(out / f"{group}_importances.png"))
+    if command is None:
+        command = f"tfcnn.experiments.run_search({str(name_or_path)!r}, trials={trials})"
+    best = None
+    completed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if completed:
+        best = study.best_trial
+    if len(table):
+        write_results(table, out, group, grid=search, configs=configs, varied=varied, command=command,
+                      wall_time_s=wall, reused=len(before), kind="Search")
+        plot_study(study, out, group)
+    return table, best
+
+
+def plot_study(study, out, group):
+    """Optuna's own figures of a study: <group>_history.png and, with 2+ completed trials, <group>_importances.png."""
+    import matplotlib
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    written = []
+    completed = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    figures = [("history", optuna_plots.plot_optimization_history)] if completed else []
+    if completed >= 2:
+        figures.append(("importances", optuna_plots.plot_param_importances))
+    for suffix, plot in figures:
+        try:
+            ax = plot(study)
+        except (ValueError, RuntimeError) as exc:  # e.g. importances when every trial drew the same values
+            print(f"[{group}] no {suffix} figure: {exc}", flush=True)
+            continue
+        figure = ax.figure if hasattr(ax, "figure") else ax
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        path = Path(out) / f"{group}_{suffix}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    return written
 
 
 # ---------------------------------------------------------------- the table and the figure
@@ -300,6 +535,8 @@ def to_markdown(table, varied=()):
                 cells.append(_cell(row.get(key), fmt))
         if isinstance(row.get("error"), str):
             cells[0] += f" (failed: {row['error']})"
+        if isinstance(row.get("pruned"), str):
+            cells[0] += f" ({row['pruned']})"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -349,13 +586,13 @@ def _common_settings(configs, varied):
     return ", ".join(f"{k}={shared[k]}" for k in keys if k in shared and shared[k] is not None)
 
 
-def write_results(table, out, group, *, grid, configs, varied, command, wall_time_s, reused=0):
+def write_results(table, out, group, *, grid, configs, varied, command, wall_time_s, reused=0, kind="Grid"):
     """<out>/<group>.csv (every column), .md (the readable table) and .png (the comparison figure)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{group}.csv", index=False, float_format="%.6g")
     run_walls = table["wall_time_s"].fillna(0).sum() if "wall_time_s" in table else 0
-    md = [f"# Grid `{group}`", "", grid.get("description", "").strip(), "",
+    md = [f"# {kind} `{group}`", "", grid.get("description", "").strip(), "",
           f"Common settings: {_common_settings(configs, varied)}.", ""]
     if "setup" in table:
         summary = summarize(table)
@@ -478,8 +715,11 @@ def _parse_set(items):
 
 def main(argv=None):
     parser = ArgumentParser(prog="python -m tfcnn.experiments", description=__doc__.split("\n")[0])
-    parser.add_argument("grid", nargs="?", help=f"a grid name ({', '.join(grid_names())}) or a .yaml/.json grid file")
-    parser.add_argument("--list", action="store_true", help="list the built-in grids and their variants")
+    parser.add_argument("grid", nargs="?", help=f"a grid name ({', '.join(grid_names())}) or a .yaml/.json grid "
+                                                 "file; or `search`, followed by a search's name or .yaml file")
+    parser.add_argument("search", nargs="?", help=f"after `search`: a search name ({', '.join(sweeps.search_names())})"
+                                                   " or a .yaml search file")
+    parser.add_argument("--list", action="store_true", help="list the built-in grids and their variants, and the searches")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: the grid's)")
     parser.add_argument("--limit-train", type=int, default=None, help="train every run on the first N training images (default: all)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK} (+ the grid's own quick settings)")
@@ -487,20 +727,74 @@ def main(argv=None):
     parser.add_argument("--runs-dir", default=None, help="where the run folders go (default runs)")
     parser.add_argument("--out", default=None, help="folder for <grid>.csv/.md/.png (default <runs-dir>/<grid>)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $TFCNN_DATA_DIR, else ./data)")
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="TensorFlow op determinism in every run: bit-identical reruns, slower (default: off)")
     parser.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
                         help="a Config field for every run, e.g. --set width=1000 (repeatable)")
+    sweep = parser.add_argument_group("sweeps (Optuna studies; README, \"Sweeps on one machine or many\")")
+    sweep.add_argument("--storage", default=None, metavar="URL",
+                       help="where the study lives: a database URL (postgresql://user:password@host:port/db, "
+                            "sqlite:///file.db) or journal:PATH on a shared filesystem, so that workers on several "
+                            f"hosts share it (default: the journal file <runs-dir>/<grid>/{sweeps.JOURNAL})")
+    sweep.add_argument("--workers", type=int, default=1,
+                       help="worker processes on this machine, each training one run at a time with its share of the "
+                            "cores; the same command on another host with the same --storage adds more (default 1)")
+    sweep.add_argument("--pruner", default="none", choices=sweeps.PRUNERS,
+                       help="stop runs whose per-epoch validation accuracy lags: Optuna's median or Hyperband pruner; "
+                            "with --backend ray, Tune's median stopping rule or ASHA (default none)")
+    sweep.add_argument("--heartbeat", type=int, default=sweeps.HEARTBEAT, metavar="SECONDS",
+                       help=f"seconds between a running trial's heartbeats; a trial silent for {sweeps.GRACE}x that "
+                            f"(its worker died) is retried by another worker (default {sweeps.HEARTBEAT})")
+    sweep.add_argument("--trials", type=int, default=None, help="a search's number of trials (default: the search "
+                                                                 "file's `trials`, else 8)")
+    sweep.add_argument("--backend", default="optuna", choices=("optuna", "ray"),
+                       help="optuna: the workers above; ray: Ray Tune trials on a local or remote Ray (default optuna)")
+    sweep.add_argument("--address", default=None, help="--backend ray: the Ray cluster's address (default: start an "
+                                                       "embedded local Ray)")
+    sweep.add_argument("--cpus-per-trial", type=int, default=None,
+                       help="--backend ray: cores each trial reserves and TensorFlow's thread count in it (default: "
+                            "all of this machine's, one trial at a time)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     if args.list:
         for name in grid_names():
             print(f"{name}: {', '.join(variant_label(v) for v in load_grid(name)[1]['variants'])}")
+        for name in sweeps.search_names():
+            print(f"search {name}: {', '.join(sweeps.load_search(name)[1]['space'])}")
         return 0
     if not args.grid:
         raise TfcnnError("name a grid (python -m tfcnn.experiments --list) or a .yaml/.json grid file")
+    if args.grid == "search" and not args.search:
+        raise TfcnnError(f"name a search after `search`: {', '.join(sweeps.search_names())} or a .yaml search file")
+    if args.grid != "search" and args.search:
+        raise TfcnnError(f"unexpected argument {args.search!r} after grid {args.grid!r}")
     overrides = {**_parse_set(args.sets), "epochs": args.epochs, "limit_train": args.limit_train,
-                 "runs_dir": args.runs_dir, "data_dir": args.data_dir}
+                 "runs_dir": args.runs_dir, "data_dir": args.data_dir, "deterministic": args.deterministic}
     command = "python -m tfcnn.experiments " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    table = run_grid(args.grid, quick=args.quick, only=args.only, out=args.out, command=command, **overrides)
+    engine = dict(storage=args.storage, workers=args.workers, pruner=args.pruner, heartbeat=args.heartbeat)
+    if args.backend == "ray" and (args.storage or args.workers != 1 or args.heartbeat != sweeps.HEARTBEAT):
+        raise TfcnnError("--storage, --workers and --heartbeat belong to the optuna backend; Ray keeps its state in "
+                         "<runs-dir>/<grid>/ray and runs as many trials at once as --cpus-per-trial allows")
+    if args.backend == "ray" and args.grid == "search":
+        raise TfcnnError("--backend ray runs grids; run searches on the default backend (Optuna's TPE), which "
+                         "spans several hosts with --storage")
+    if args.backend == "ray":
+        table = run_grid(args.grid, quick=args.quick, only=args.only, out=args.out, command=command,
+                         backend="ray", address=args.address, cpus_per_trial=args.cpus_per_trial,
+                         pruner=args.pruner, **overrides)
+    elif args.grid == "search":
+        table, best = run_search(args.search, trials=args.trials, quick=args.quick, out=args.out, command=command,
+                                 **engine, **overrides)
+        print(to_markdown(table, table.attrs["varied"]) if len(table) else "no trial has finished")
+        if best is not None:
+            print(f"best: trial {best.number} ({best.user_attrs.get('run')}) value {best.value:.4f} with "
+                  + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+        print(f"-> {table.attrs['markdown']}, {table.attrs['csv']}, {table.attrs['history']}, "
+              f"{table.attrs['importances']}")
+        return 1 if "error" in table and table["error"].notna().any() else 0
+    else:
+        table = run_grid(args.grid, quick=args.quick, only=args.only, out=args.out, command=command, **engine,
+                         **overrides)
     print(to_markdown(table, table.attrs["varied"]))
     print(f"-> {table.attrs['markdown']}, {table.attrs['csv']}, {table.attrs['figure']}")
     return 1 if "error" in table and table["error"].notna().any() else 0
