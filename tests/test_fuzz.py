@@ -6,8 +6,9 @@ JPEG, GIF, BMP, TIFF and WebP images of every mode made with PIL, then mutated b
 and flags (YAML, JSON, --set), dataset specs (`cifar100:...`, `folder:...`), model metadata (tfcnn.json,
 ONNX metadata_props) and the shipped models' MANIFEST.json. The default suite runs a few dozen cases per
 door, derandomised (the same cases every run); `pytest --slow` runs 10,000 per door (the profiles are in
-conftest.py); TFCNN_FUZZ_CASES=N runs N random ones. The case counts are printed at the end of the module. Each input that once failed is kept
-as an explicit @example.
+conftest.py); TFCNN_FUZZ_CASES=N runs N random ones, and TFCNN_FUZZ_PROGRESS=FILE keeps the running count in
+FILE. The counts are printed at the end of the module. Each input that once failed stays as an @example or a
+regression test at the end.
 """
 import collections
 import contextlib
@@ -79,6 +80,9 @@ def case(door):
         signal.signal(signal.SIGALRM, previous)
         CASES[door] += 1
         SECONDS[door] += time.perf_counter() - start
+        if os.environ.get("TFCNN_FUZZ_PROGRESS") and CASES[door] % 100 == 0:  # for a --slow run cut short
+            Path(os.environ["TFCNN_FUZZ_PROGRESS"]).write_text(
+                f"{time.strftime('%H:%M:%S')} {door}: {CASES[door]} cases, {SECONDS[door]:.1f} s in the cases\n")
     # A Python warning reaches a CLI's stderr as two more lines (message and source line).
     escaped = [f"{w.category.__name__}: {w.message}" for w in caught
                if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]

@@ -2,9 +2,9 @@
 
     python -m tfcnn.predict --model saved_models/NAME digit.png cat.jpg [--top-k 3] [--json]
 
-Images of any size and mode are converted as the training data was (PIL: grayscale "L" or "RGB",
-bilinear resize to the model's input) and fed as raw 0-255 float32 NHWC; the models normalise
-inside. Class names come with the model: assets/tfcnn.json of a SavedModel, X.json beside a
+Images of any size and mode are decoded as the training images are (tfcnn.datafiles.decode_image: turned
+upright by their EXIF orientation, grayscale "L" or "RGB", bilinear resize to the model's input) and fed
+as raw 0-255 float32 NHWC; the models normalise inside. Class names come with the model: assets/tfcnn.json of a SavedModel, X.json beside a
 file X (written by tfcnn.export), or the ONNX metadata (tfcnn.meta).
 
 ONNX and TFLite files run on onnxruntime and the LiteRT interpreter (ai-edge-litert): neither this
