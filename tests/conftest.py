@@ -30,3 +30,18 @@ def shared_data():
     if not path.is_dir():
         pytest.skip(f"no shared dataset copies at {path}; put mnist.npz etc. there to run real-data tests")
     return path
+
+
+def pytest_configure(config):
+    """Hypothesis profiles for tests/test_fuzz.py: a few derandomised cases per front door by default, 10,000
+    under --slow; no deadline (the cores are shared) and no example database written into the checkout."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # hypothesis is a test dependency (requirements.txt); only test_fuzz.py needs it
+        return
+    common = dict(deadline=None, database=None, print_blob=True,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                         HealthCheck.large_base_example, HealthCheck.function_scoped_fixture])
+    settings.register_profile("tfcnn", max_examples=50, derandomize=True, **common)
+    settings.register_profile("tfcnn-slow", max_examples=10_000, **common)
+    settings.load_profile("tfcnn-slow" if config.getoption("--slow") else "tfcnn")

@@ -5,6 +5,7 @@ Precedence, lowest first: dataclass defaults < ARCH_DEFAULTS[arch] < --config fi
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 
@@ -201,6 +202,9 @@ class Config:
             value = getattr(self, name)
             need(not choices or value is None or value in choices,
                  f"unknown --{name.replace('_', '-')} {value!r}; choose one of {', '.join(map(str, choices or ()))}")
+        for name, value in vars(self).items():  # inf passes every range check below
+            need(not isinstance(value, float) or math.isfinite(value),
+                 f"--{name.replace('_', '-')} must be a finite number, got {value}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
         need(self.fine_tune_lr is None or self.fine_tune_lr > 0, f"--fine-tune-lr must be positive, got {self.fine_tune_lr}")
         need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
@@ -246,6 +250,8 @@ class Config:
              f"drop --strategy {self.strategy}")
         need(not (self.lookahead_every and self.ema), "--lookahead-every and --ema both average the weights; pick one")
         need(self.cpu_devices >= 1, f"--cpu-devices must be at least 1, got {self.cpu_devices}")
+        need(self.cpu_threads is None or self.cpu_threads >= 0,
+             f"--cpu-threads must be 0 (TensorFlow's own pools) or more, got {self.cpu_threads}")
         need(self.peer_timeout > 0, f"--peer-timeout must be positive (seconds), got {self.peer_timeout}")
         need(self.steps_per_execution >= 1,
              f"--steps-per-execution must be at least 1 (batches per call), got {self.steps_per_execution}")
@@ -293,26 +299,49 @@ def _coerce(name, value):
     """Turn a flag/file value into the field's type; raise TfcnnError on nonsense."""
     hint = typing.get_type_hints(Config)[name]
     kind = hint
-    if typing.get_origin(hint) is typing.Union:  # Optional[X] -> X
+    optional = typing.get_origin(hint) is typing.Union
+    if optional:  # Optional[X] -> X
         kind = next(a for a in typing.get_args(hint) if a is not type(None))
     if value is None:
-        return None
+        if optional:
+            return None
+        raise TfcnnError(f"--{name.replace('_', '-')} needs a value, got null (in YAML, `{name}:` with nothing after "
+                         f"it is null); give a value or leave the field out for its default")
     origin = typing.get_origin(kind)
     try:
         if origin in (list, typing.List):
             item = typing.get_args(kind)[0]
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
-            return [item(v) for v in value]
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("1", "true", "yes")
+            elif not isinstance(value, (list, tuple)):
+                raise TypeError(value)
+            return [_scalar(item, v) for v in value]
+        return _scalar(kind, value)
+    except (TypeError, ValueError, OverflowError):
+        raise TfcnnError(f"--{name.replace('_', '-')} got {value!r}, which is not a valid "
+                         f"{getattr(kind, '__name__', kind)}") from None
+
+
+def _scalar(kind, value):
+    """`value` (from a flag, YAML or JSON) as a str, int, float or bool; TypeError or ValueError if it is not
+    one: a list or mapping, True for a number or a name, 2.5 for an integer, 5 for a yes/no."""
+    if isinstance(value, (list, tuple, dict, set, bytes)):
+        raise TypeError(value)
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
             return bool(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise TfcnnError(f"--{name.replace('_', '-')} got {value!r}, which is not a valid {getattr(kind, '__name__', kind)}") from None
+        raise TypeError(value)
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():  # also inf and nan
+            raise ValueError(value)
+        return int(value)
+    return kind(value)
 
 
 def load_file(path):
@@ -320,7 +349,11 @@ def load_file(path):
     path = Path(path)
     if not path.is_file():
         raise TfcnnError(f"config file {path} does not exist; pass the path of a .json or .yaml file")
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TfcnnError(f"config file {path} could not be read ({exc.__class__.__name__}: {exc}); save it as "
+                         "UTF-8 text") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -331,7 +364,7 @@ def load_file(path):
         raise TfcnnError(f"config file {path} could not be parsed ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise TfcnnError(f"config file {path} must hold a mapping of field: value")
-    unknown = sorted(set(values) - set(_FIELDS))
+    unknown = sorted(set(values) - set(_FIELDS), key=repr)  # YAML keys may be numbers, booleans or null
     if unknown:
         raise TfcnnError(f"config file {path} has unknown fields {unknown}; see python -m tfcnn.train --help")
     return values
@@ -345,7 +378,7 @@ def make_config(overrides=None, config_file=None):
         raise TfcnnError(f"unknown config fields {unknown}")
     from_file = load_file(config_file) if config_file else {}
     arch = overrides.get("arch", from_file.get("arch", Config.arch))
-    arch_defaults = dict(ARCH_DEFAULTS.get(arch, {}))
+    arch_defaults = dict(ARCH_DEFAULTS.get(arch, {}) if isinstance(arch, str) else {})  # a list: _coerce says so
     chosen = {**from_file, **overrides}
     if chosen.get("dataset", arch_defaults.get("dataset")) != arch_defaults.get("dataset"):
         arch_defaults.pop("classes", None)  # the arch default's classes belong to its own dataset

@@ -23,8 +23,8 @@ import sys
 
 import numpy as np
 
-from tfcnn.datafiles import (cached, decode_all, images_by_class, locate, read_pickles, read_tar_images, reading,
-                             resolve_data_dir)
+from tfcnn.datafiles import (cached, decode_all, images_by_class, locate, pil_warnings, read_pickles, read_tar_images,
+                             reading, resolve_data_dir)
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def _load_cifar10_reptiles(data_dir, download):
 
 def _load_folder(spec):
     """folder:PATH: one sub-folder per class, optionally under train/ and test/."""
-    from PIL import Image
+    from PIL import ExifTags, Image
 
     path = pathlib.Path(spec).expanduser()
     if not path.is_dir():
@@ -245,7 +245,7 @@ def _load_folder(spec):
         if not class_names:
             raise TfcnnError(f"{roots['train']} has no class sub-folders; put each class's images "
                              f"in its own folder, e.g. {roots['train']}/cat/1.jpg")
-        items, skipped, sizes, modes = {}, [], collections.Counter(), set()
+        items, skipped, sizes, modes, files = {}, [], collections.Counter(), set(), collections.Counter()
         for split, root in roots.items():
             if not root.is_dir():
                 continue
@@ -256,9 +256,13 @@ def _load_folder(spec):
                 for file in sorted(p for p in (root / name).rglob("*")
                                    if p.is_file() and not p.name.startswith(".")):
                     rel = str(file.relative_to(path))
-                    try:  # header only: cheap, and finds the common size before decoding
-                        with Image.open(file) as img:
-                            sizes[img.size] += 1
+                    files[split] += 1
+                    try:  # header only: cheap, and finds the common (upright) size before decoding
+                        with pil_warnings(), Image.open(file) as img:
+                            # Turned by 90 degrees? Only where the header holds EXIF: PIL's getexif() on a PNG
+                            # without it decodes the whole image to look behind the pixels.
+                            turned = "exif" in img.info and img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+                            sizes[img.size[::-1] if turned else img.size] += 1
                             modes.add(img.mode)
                     except Exception:
                         skipped.append(rel)
@@ -277,6 +281,12 @@ def _load_folder(spec):
             arrays[f"x_{split}"] = x
             arrays[f"y_{split}"] = np.array(
                 [class_names.index(rels[i][len(prefix):].split("/")[0]) for i in kept], np.int64)
+        for split, root in roots.items():  # a split of only unreadable files would be an empty one
+            if files[split] and not len(arrays.get(f"y_{split}", ())):
+                raise TfcnnError(f"none of the {files[split]} files under {root} is an image PIL can read")
+        if not files["train"]:
+            raise TfcnnError(f"no images under {roots['train']}; put each class's images in its own folder, "
+                             f"e.g. {roots['train']}/{class_names[0]}/1.jpg")
         arrays["classes"] = np.array(class_names)
         arrays["skipped"] = np.array(skipped, dtype=str)
         return arrays
@@ -358,7 +368,7 @@ def _select(ds, classes, name=None, hint=""):
         c = str(c).strip()
         if c in ds.class_names:
             ids.add(ds.class_names.index(c))
-        elif c.isdigit() and int(c) < ds.num_classes:
+        elif c.isascii() and c.isdigit() and int(c) < ds.num_classes:  # "²".isdigit(), but int("²") fails
             ids.add(int(c))
         else:
             valid = ", ".join(ds.class_names) if ds.num_classes <= 20 else \

@@ -18,6 +18,7 @@ import pickle
 import tarfile
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 import zlib
 
@@ -47,7 +48,7 @@ SHA256 = {
     "notMNIST_small.tar.gz": None,
 }
 
-_CACHE_VERSION = 1  # bump when a decoder changes what it produces
+_CACHE_VERSION = 2  # bump when a decoder changes what it produces (2: EXIF orientation, 16-bit scaling)
 
 
 # ---------------------------------------------------------------- locating and fetching files
@@ -182,16 +183,35 @@ def cached(kind, path, build):
 
 # ---------------------------------------------------------------- image decoding
 
-def _decode(blob, mode, size):
-    """One image as a uint8 array in `mode` ("L" or "RGB"), resized to `size` (w, h) if needed."""
+@contextlib.contextmanager
+def pil_warnings():
+    """PIL's warnings inside the block: a decompression bomb (an image over Image.MAX_IMAGE_PIXELS, ~89M pixels)
+    is raised as an error; the others (corrupt EXIF, truncated metadata) are dropped, as the pixels decide
+    whether the image is usable, and each warning would put two more lines on a command's stderr."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(blob) if isinstance(blob, bytes) else blob) as img:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def decode_image(source, mode, size=None):
+    """One image (a path, file object or bytes) as a uint8 HWC array in `mode` ("L" or "RGB"): turned upright
+    by its EXIF orientation, 16-bit samples scaled to 8 bits, resized (bilinear) to `size` (w, h) if given.
+    The training images (tfcnn.data) and tfcnn.predict both decode through here. Raises what PIL raises on a
+    bad file (see pil_warnings for a decompression bomb)."""
+    from PIL import Image, ImageOps
+
+    with pil_warnings(), Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to turn
+        if img.mode.startswith("I;16"):  # PIL's own conversion to "L" clips at 255: every pixel came out white
+            img = Image.fromarray((np.asarray(img, np.uint16) >> 8).astype(np.uint8), "L")
         if img.mode != mode:
             img = img.convert(mode)
-        if img.size != size:
+        if size is not None and img.size != tuple(size):
             img = img.resize(size, Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+        return np.asarray(img, dtype=np.uint8).reshape(img.size[1], img.size[0], -1)
 
 
 def decode_all(items, mode, size):
@@ -201,7 +221,7 @@ def decode_all(items, mode, size):
     kept, skipped = [], []
     for i, (rel, blob) in enumerate(items):
         try:
-            img = _decode(blob, mode, size)
+            img = decode_image(blob, mode, size)
         except Exception:  # PIL raises OSError, SyntaxError, struct.error, zlib.error... on bad files
             skipped.append(rel)
             continue

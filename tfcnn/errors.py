@@ -25,8 +25,14 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, prog=prog, **kwargs)
 
     def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.stderr.write(f"{self.prog}: error: {printable(message)} (see --help)\n")
         sys.exit(2)
+
+
+def printable(text):
+    """`text` kept on one line: a newline or other control character (from a file name, a spec, a class name
+    the user gave) shown as its Python escape, e.g. \\n."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _native_stderr_to_devnull():
@@ -66,7 +72,7 @@ def run_cli(main, argv=None):
     try:
         return main(argv)
     except TfcnnError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {printable(str(exc))}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -24,8 +24,36 @@ def read_meta(path):
         candidates.insert(0, path.with_name(path.name + ".json"))
     for candidate in candidates:
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            try:
+                text = candidate.read_bytes()
+            except OSError as exc:
+                raise TfcnnError(f"{candidate}: cannot read the model metadata ({exc.strerror})") from None
+            return parse(text, candidate)
     return None
+
+
+def parse(text, source):
+    """The metadata in `text` (JSON, str or bytes), read from `source`: a JSON object whose class_names,
+    input_shape and dataset, where present, have the types their readers expect; else a TfcnnError."""
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise TfcnnError(f"{source}: not valid JSON ({' '.join(str(exc).split())}); re-export the model "
+                         "(python -m tfcnn.export) or delete the file") from None
+    names, shape, dataset = (meta.get(k) for k in ("class_names", "input_shape", "dataset")) \
+        if isinstance(meta, dict) else (None, None, None)
+    for ok, what, value in (
+            (isinstance(meta, dict), "hold a JSON object of model metadata", meta),
+            (names is None or isinstance(names, list) and all(isinstance(n, str) for n in names),
+             "give class_names as a list of strings", names),
+            (shape is None or isinstance(shape, list) and len(shape) == 3
+             and all(type(d) is int and d > 0 for d in shape), "give input_shape as [height, width, channels]", shape),
+            (dataset is None or isinstance(dataset, str), "give dataset as a name", dataset)):
+        if not ok:
+            got = json.dumps(value)
+            raise TfcnnError(f"{source}: model metadata must {what}, got {got[:60] + '...' if len(got) > 60 else got}; "
+                             "re-export the model (python -m tfcnn.export) or delete the file")
+    return meta
 
 
 def class_names(meta, num_classes):

@@ -2,9 +2,9 @@
 
     python -m tfcnn.predict --model saved_models/NAME digit.png cat.jpg [--top-k 3] [--json]
 
-Images of any size and mode are converted as the training data was (PIL: grayscale "L" or "RGB",
-bilinear resize to the model's input) and fed as raw 0-255 float32 NHWC; the models normalise
-inside. Class names come with the model: assets/tfcnn.json of a SavedModel, X.json beside a
+Images of any size and mode are decoded as the training images are (tfcnn.datafiles.decode_image: turned
+upright by their EXIF orientation, grayscale "L" or "RGB", bilinear resize to the model's input) and fed
+as raw 0-255 float32 NHWC; the models normalise inside. Class names come with the model: assets/tfcnn.json of a SavedModel, X.json beside a
 file X (written by tfcnn.export), or the ONNX metadata (tfcnn.meta).
 
 ONNX and TFLite files run on onnxruntime and the LiteRT interpreter (ai-edge-litert): neither this
@@ -29,8 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tfcnn import hardware, meta as meta_lib, pretrained
-from tfcnn.errors import ArgumentParser, TfcnnError, native_stderr_off, run_cli
+from tfcnn import datafiles, hardware, meta as meta_lib, pretrained
+from tfcnn.errors import ArgumentParser, TfcnnError, native_stderr_off, printable, run_cli
 
 KINDS = ("savedmodel", "keras", "onnx", "tflite")
 _SUFFIX_KIND = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
@@ -134,7 +134,7 @@ def _open_onnx(path, meta):
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     embedded = session.get_modelmeta().custom_metadata_map.get("tfcnn")
     if embedded and not meta:
-        meta = json.loads(embedded)
+        meta = meta_lib.parse(embedded, f"{path} (metadata_props 'tfcnn')")
     (inp,) = session.get_inputs()
     return Model("onnx", path, lambda images: session.run(None, {inp.name: images})[0], inp.shape[1:], meta,
                  threads, num_classes=session.get_outputs()[0].shape[-1])
@@ -164,8 +164,9 @@ _OPENERS = {"savedmodel": _open_savedmodel, "keras": _open_keras, "onnx": _open_
 
 
 def load_image(path, input_shape):
-    """A PNG/JPEG (any size or mode) as uint8 HWC in the model's input shape; TfcnnError if unreadable."""
-    from PIL import Image, ImageOps
+    """An image file (any format, size or mode PIL reads) as uint8 HWC in the model's input shape, decoded as the
+    training images are (tfcnn.datafiles.decode_image); TfcnnError if unreadable."""
+    from PIL import Image
 
     height, width, channels = input_shape
     if channels not in (1, 3):
@@ -176,17 +177,14 @@ def load_image(path, input_shape):
     if not path.is_file():
         raise TfcnnError(f"{path}: not a file")
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img = img.convert("L" if channels == 1 else "RGB")  # as tfcnn.data decodes the training images
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(img, np.uint8)
+        pixels = datafiles.decode_image(path, "L" if channels == 1 else "RGB", (width, height))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TfcnnError(f"{path}: too large to decode safely ({exc})") from None
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... on bad files
-        why = "not an image PIL can read" if exc.__class__.__name__ == "UnidentifiedImageError" else \
+        why = "not an image PIL can read" if isinstance(exc, Image.UnidentifiedImageError) else \
             f"cannot decode the image ({exc.__class__.__name__}: {' '.join(str(exc).split())})"
         raise TfcnnError(f"{path}: {why}") from None
-    return pixels.reshape(height, width, channels)
+    return pixels
 
 
 def top_k(probs, class_names, k):
@@ -228,7 +226,7 @@ def main(argv=None):
     results = predict_files(model, args.images, args.top_k)
     failed = [r for r in results if "error" in r]
     for r in failed:
-        sys.stderr.write(f"error: {r['error']}\n")
+        sys.stderr.write(f"error: {printable(r['error'])}\n")
     if args.json:
         print(json.dumps({"model": str(args.model), "kind": model.kind, "results": results}, indent=2))
     else:

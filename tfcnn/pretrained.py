@@ -13,7 +13,7 @@ This module imports no TensorFlow (tfcnn.ship adds a finished run to the shipped
 import json
 import os
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.runfiles import sha256
@@ -34,9 +34,45 @@ def manifest():
     if not path.is_file():
         return {"models": {}}
     try:
-        return json.loads(path.read_text())
+        whole = json.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise TfcnnError(f"{path} is unreadable ({exc}); restore it with `git checkout -- {path}`") from None
+        raise TfcnnError(f"{path} is unreadable ({' '.join(str(exc).split())}); restore it with "
+                         f"`git checkout -- {path}`") from None
+    return _checked(whole, path)
+
+
+def _checked(whole, path):
+    """The parsed manifest if it has the fields this module reads, with the types it reads them as; else a
+    TfcnnError naming the first wrong one (a key missing, a number given as text, a file outside the model's
+    folder)."""
+    def need(ok, where, what):
+        if not ok:
+            raise TfcnnError(f"{path}: {where} must be {what}; restore it with `git checkout -- {path}`")
+
+    def number(value, kind=(int, float)):
+        return isinstance(value, kind) and not isinstance(value, bool)
+
+    def inside(rel):  # a relative path below the model's folder, printable (it goes into one-line messages)
+        parts = PurePosixPath(rel).parts
+        return rel.isprintable() and parts and not PurePosixPath(rel).is_absolute() and ".." not in parts
+
+    need(isinstance(whole, dict) and isinstance(whole.get("models"), dict), "the top level",
+         'a JSON object with a "models" object')
+    for name, entry in whole["models"].items():
+        where = f"models[{json.dumps(name)}]"
+        need(name.isprintable() and name not in ("", ".", "..") and "/" not in name, where, "named by a folder name")
+        need(isinstance(entry, dict), where, "an object")
+        files = entry.get("files")
+        need(isinstance(files, dict) and all(inside(rel) and isinstance(sha, str) for rel, sha in files.items()),
+             f"{where}.files", "an object of file paths inside the model's folder and their sha256")
+        for key, ok, what in (("arch", isinstance(entry.get("arch"), str), "a name"),
+                              ("dataset", isinstance(entry.get("dataset"), str), "a name"),
+                              ("params", number(entry.get("params"), int), "an integer")):
+            need(ok, f"{where}.{key}", what)
+        test = entry.get("test")
+        need(isinstance(test, dict) and number(test.get("accuracy")) and number(test.get("f1_macro")),
+             f"{where}.test", "an object with the accuracy and f1_macro numbers")
+    return whole
 
 
 def checksums(folder):
