@@ -82,8 +82,9 @@ def test_the_predict_cli_refuses_a_lambda_layer_with_one_line(carrying_code, tmp
 @pytest.mark.parametrize("lie, phrase", [
     ({"class_names": ["cat", "dog", "bird"]}, "its metadata names 3 classes but the model outputs 10"),
     ({"input_shape": [32, 32, 3]}, "its metadata says it takes [32, 32, 3] images but the model takes [28, 28, 1]"),
-    ({"input_shape": "28x28"}, "its metadata says it takes '28x28' images"),
-    ({"class_names": "0123456789"}, "its metadata's class_names is not a list of names"),
+    # Malformed metadata is refused where it is read (tfcnn.meta), before it is compared with the graph.
+    ({"input_shape": "28x28"}, "model metadata must give input_shape as [height, width, channels]"),
+    ({"class_names": "0123456789"}, "model metadata must give class_names as a list of strings"),
 ])
 def test_metadata_that_disagrees_with_the_graph_is_refused(tmp_path, lie, phrase):
     path = tmp_path / "m.keras"
@@ -98,8 +99,8 @@ def test_metadata_that_disagrees_with_the_graph_is_refused(tmp_path, lie, phrase
         with pytest.raises(TfcnnError) as err:
             load(path)
         message = str(err.value)
-        assert message.startswith(f"{path}: {phrase}") and "\n" not in message, message
-        assert message.endswith("re-export the model with python -m tfcnn.export")
+        assert message.startswith(str(path)) and phrase in message and "\n" not in message, message
+        assert "re-export the model" in message, message
 
 
 def test_a_saved_model_whose_metadata_lies_is_refused(tmp_path):
