@@ -115,7 +115,7 @@ def test_variant_labels():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["nope"], "error: unknown grid 'nope'; choose one of cifar-cnn-lecture, cifar-cnn-seeds, lenet-study"),
+    (["nope"], "error: unknown grid 'nope'; choose one of cifar-cnn-lecture, cifar-cnn-seeds, lenet-seeds"),
     (["lenet-study", "--set", "colour=red"], "error: unknown config fields ['colour']"),
     (["lenet-study", "--set", "epochs"], "error: --set takes key=value"),
     (["lenet-variants", "--set", "lr=0.1"], "error: grid lenet-variants varies lr"),
