@@ -1,6 +1,8 @@
 """Shared test fixtures: where the offline dataset copies live; --slow for the long tests."""
+import os
 import pathlib
 import sys
+import tempfile
 
 import pytest
 
@@ -37,8 +39,11 @@ def pytest_configure(config):
     under --slow; no deadline (the cores are shared) and no example database written into the checkout."""
     try:
         from hypothesis import HealthCheck, settings
+        from hypothesis.configuration import set_hypothesis_home_dir
     except ImportError:  # hypothesis is a test dependency (requirements.txt); only test_fuzz.py needs it
         return
+    # Its caches (constants, Unicode tables) go to the temp folder, not a .hypothesis/ in the checkout.
+    set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "tfcnn-hypothesis"))
     common = dict(deadline=None, database=None, print_blob=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                          HealthCheck.large_base_example, HealthCheck.function_scoped_fixture])

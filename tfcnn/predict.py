@@ -4,8 +4,9 @@
 
 Images of any size and mode are decoded as the training images are (tfcnn.datafiles.decode_image: turned
 upright by their EXIF orientation, grayscale "L" or "RGB", bilinear resize to the model's input) and fed
-as raw 0-255 float32 NHWC; the models normalise inside. Class names come with the model: assets/tfcnn.json of a SavedModel, X.json beside a
-file X (written by tfcnn.export), or the ONNX metadata (tfcnn.meta).
+as raw 0-255 float32 NHWC; the models normalise inside. Class names come with the model:
+assets/tfcnn.json of a SavedModel, X.json beside a file X (written by tfcnn.export), or the ONNX
+metadata (tfcnn.meta).
 
 ONNX and TFLite files run on onnxruntime and the LiteRT interpreter (ai-edge-litert): neither this
 module nor they import TensorFlow, so one image answers in well under a second. TensorFlow is
