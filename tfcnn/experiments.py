@@ -59,14 +59,7 @@ def grid_names():
 
 def load_grid(name_or_path):
     """(name, grid dict) for a built-in grid's name or a .yaml/.json grid file."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml", ".json"):
-        if not (GRIDS_DIR / f"{name_or_path}.yaml").is_file():
-            known = ", ".join(grid_names()) or f"none here: they are {GRIDS_DIR} of a tfcnn checkout"
-            raise TfcnnError(f"unknown grid {name_or_path!r}; choose one of {known} or pass a .yaml/.json grid file")
-        path = GRIDS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise TfcnnError(f"grid file {path} does not exist")
+    path = sweeps.builtin_file(name_or_path, GRIDS_DIR, "grid", (".yaml", ".yml", ".json"), grid_names())
     try:
         if path.suffix == ".json":
             grid = json.loads(path.read_text())
@@ -266,12 +259,9 @@ def _run_grid_study(name_or_path, group, configs, runs, *, quick, only, storage,
     if workers == 1:
         _work_grid(study, runs, pruner not in (None, "none"))
     else:
-        codes = sweeps.start_workers(workers, _grid_worker, dict(
+        sweeps.start_workers(workers, _grid_worker, dict(
             name_or_path=str(name_or_path), quick=quick, only=only, storage=storage, pruner=pruner,
-            heartbeat=heartbeat, overrides=overrides))
-        for i, code in enumerate(codes):
-            if code:
-                print(f"[{group}] worker {i} exited with {'signal ' + str(-code) if code < 0 else code}", flush=True)
+            heartbeat=heartbeat, overrides=overrides), group)
     return {label: sweeps.outcome(trial) for label, trial in sweeps.results(study).items()}, done_before, where, folder
 
 
@@ -443,12 +433,9 @@ def run_search(name_or_path, *, trials=None, quick=False, out=None, command=None
     if workers == 1:
         sweeps.work(study, _search_objective(group, search, base, config_file, prune), more=_search_more(trials))
     else:
-        codes = sweeps.start_workers(workers, _search_worker, dict(
+        sweeps.start_workers(workers, _search_worker, dict(
             name_or_path=str(name_or_path), quick=quick, trials=trials, storage=storage, pruner=pruner,
-            heartbeat=heartbeat, overrides=overrides))
-        for i, code in enumerate(codes):
-            if code:
-                print(f"[{group}] worker {i} exited with {'signal ' + str(-code) if code < 0 else code}", flush=True)
+            heartbeat=heartbeat, overrides=overrides), group)
     wall = time.perf_counter() - start
     varied = list(search["space"])
     rows, configs = [], []

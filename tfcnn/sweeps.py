@@ -327,17 +327,24 @@ def search_names():
     return sorted(p.stem for p in SEARCHES_DIR.glob("*.yaml"))
 
 
+def builtin_file(name_or_path, folder, what, suffixes, names):
+    """The path of a built-in `what` (folder/<name>.yaml) or of a file the user names, else one TfcnnError line."""
+    path = Path(name_or_path)
+    if path.suffix not in suffixes:
+        if not (folder / f"{name_or_path}.yaml").is_file():
+            known = ", ".join(names) or f"none here: they are {folder} of a tfcnn checkout"
+            kinds = "/".join(suffixes[:1] + suffixes[2:])
+            raise TfcnnError(f"unknown {what} {name_or_path!r}; choose one of {known} or pass a {kinds} {what} file")
+        path = folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise TfcnnError(f"{what} file {path} does not exist")
+    return path
+
+
 def load_search(name_or_path):
     """(name, search dict, base config file or None) of a built-in search's name or a .yaml search file, with its
     space checked: every key a Config field, every value {low, high[, log][, step]} or {choices: [...]}."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        if not (SEARCHES_DIR / f"{name_or_path}.yaml").is_file():
-            known = ", ".join(search_names()) or f"none here: they are {SEARCHES_DIR} of a tfcnn checkout"
-            raise TfcnnError(f"unknown search {name_or_path!r}; choose one of {known} or pass a .yaml search file")
-        path = SEARCHES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise TfcnnError(f"search file {path} does not exist")
+    path = builtin_file(name_or_path, SEARCHES_DIR, "search", (".yaml", ".yml"), search_names())
     import yaml
     try:
         search = yaml.safe_load(path.read_text())
@@ -554,9 +561,9 @@ def _worker_main(target, kwargs):
         sys.exit(130)
 
 
-def start_workers(n, target, kwargs):
-    """Run `target(**kwargs)` in `n` new processes (spawned: TensorFlow must not be forked) and wait for them.
-    Returns their exit codes (negative: killed by that signal)."""
+def start_workers(n, target, kwargs, group):
+    """Run `target(**kwargs)` in `n` new processes (spawned: TensorFlow must not be forked) and wait for them;
+    a line for each that did not exit cleanly. Returns their exit codes (negative: killed by that signal)."""
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker_main, args=(target, kwargs), name=f"tfcnn-sweep-worker-{i}")
                for i in range(n)]
@@ -569,6 +576,10 @@ def start_workers(n, target, kwargs):
         for worker in workers:
             worker.join(timeout=30)
         raise
+    for i, worker in enumerate(workers):
+        code = worker.exitcode
+        if code:
+            print(f"[{group}] worker {i} exited with {'signal ' + str(-code) if code < 0 else code}", flush=True)
     return [worker.exitcode for worker in workers]
 
 
