@@ -203,6 +203,15 @@ def _cli(args, shared_data, log, **popen):
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen)
 
 
+def _second_once_queued(first, args, shared_data, tmp_path):
+    """Start a second invocation (log b.log) once the first (log a.log) has queued the study's runs."""
+    deadline = time.monotonic() + 1200  # generous: other jobs may share the cores
+    while "study tiny in" not in (tmp_path / "a.log").read_text():
+        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
+        time.sleep(0.2)
+    return _cli(args, shared_data, tmp_path / "b.log")
+
+
 def _finish(process, log, timeout=600):
     try:
         code = process.wait(timeout=timeout)
@@ -267,11 +276,7 @@ def test_a_killed_worker_is_replaced_and_its_run_resumes(tmp_path, shared_data):
     args = [str(grid), "--runs-dir", str(runs), "--set", f"saved_models_dir={tmp_path / 'saved'}", "--heartbeat", "1"]
     first = _cli(args, shared_data, tmp_path / "a.log")
     try:
-        deadline = time.monotonic() + 1200  # generous: other jobs may share the cores
-        while "study tiny in" not in (tmp_path / "a.log").read_text():  # A has queued the runs
-            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
-            time.sleep(0.2)
-        second = _cli(args, shared_data, tmp_path / "b.log")
+        second = _second_once_queued(first, args, shared_data, tmp_path)
         # Kill A mid-run, once its run's backup holds an epoch: history.csv has a second row only after the first
         # epoch's backup (an epoch counts as done once its backup is written; a kill before loses that epoch only).
         while True:
@@ -440,11 +445,7 @@ def test_two_worker_processes_share_a_study_in_postgresql(tmp_path, shared_data,
     runs = tmp_path / "runs"
     args = [str(grid), "--storage", postgres, "--runs-dir", str(runs), "--set", f"saved_models_dir={tmp_path / 's'}"]
     first = _cli(args, shared_data, tmp_path / "a.log")
-    deadline = time.monotonic() + 1200  # generous: other jobs may share the cores
-    while "study tiny in" not in (tmp_path / "a.log").read_text():  # A has queued the runs
-        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
-        time.sleep(0.2)
-    second = _cli(args, shared_data, tmp_path / "b.log")
+    second = _second_once_queued(first, args, shared_data, tmp_path)
     outs = [_finish(first, tmp_path / "a.log"), _finish(second, tmp_path / "b.log")]
     import optuna
 
