@@ -341,13 +341,14 @@ def test_a_search_runs_tpe_trials_and_plots_the_study(tmp_path, shared_data, cap
 
 
 def _kill_mid_run(process, group_dir, log, epochs, deadline, group=False):
-    """SIGKILL `process` (with group: its whole process group) once a run in `group_dir` has finished an epoch
-    but not the run; returns that run's folder and its epochs done."""
+    """SIGKILL `process` (with group: its whole process group) mid-run, once a run in `group_dir` has a backup of
+    an epoch: history.csv has a second row only after the first epoch's backup (an epoch counts as done once its
+    backup is written). Returns that run's folder and its history rows at the kill."""
     while True:
         assert process.poll() is None and time.monotonic() < deadline, Path(log).read_text()[-3000:]
         for history in group_dir.glob("*/history.csv"):
             done = len(_epochs(history.parent)) if history.stat().st_size else 0
-            if 1 <= done < epochs and not (history.parent / "metrics.json").exists():
+            if 2 <= done < epochs and not (history.parent / "metrics.json").exists():
                 if group:
                     os.killpg(process.pid, signal.SIGKILL)
                 else:
@@ -360,7 +361,7 @@ def _kill_mid_run(process, group_dir, log, epochs, deadline, group=False):
 @pytest.mark.slow
 def test_ray_backend_gives_the_same_table_and_resumes_after_a_kill(tmp_path, shared_data):
     pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install 'tfcnn[sweeps]')")
-    grid = _grid_file(tmp_path, base={**TINY_BASE, "epochs": 3, "limit_train": 1024},
+    grid = _grid_file(tmp_path, base={**TINY_BASE, "epochs": 4, "limit_train": 1024, "val_fraction": 0.01},
                       variants=[{"activation": "tanh"}, {"activation": "relu"}])
     common = [str(grid), "--deterministic", "--set", "cpu_threads=2"]
     _finish(_cli([*common, "--runs-dir", str(tmp_path / "optuna"), "--set", f"saved_models_dir={tmp_path / 's1'}"],
@@ -371,17 +372,18 @@ def test_ray_backend_gives_the_same_table_and_resumes_after_a_kill(tmp_path, sha
     # The first invocation is killed mid-run with the embedded Ray it started (its process group).
     first = _cli(args, shared_data, tmp_path / "ray1.log", start_new_session=True)
     try:
-        killed, done = _kill_mid_run(first, runs / "tiny", tmp_path / "ray1.log", 3, time.monotonic() + 1200,
+        killed, rows = _kill_mid_run(first, runs / "tiny", tmp_path / "ray1.log", 4, time.monotonic() + 1200,
                                      group=True)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     out = _finish(_cli(args, shared_data, tmp_path / "ray2.log"), tmp_path / "ray2.log")
     assert "restoring the Ray Tune experiment" in out
-    assert f"resuming train of {killed.name} after epoch {done}/3" in out  # resumed, not restarted
-    assert _epochs(killed) == [1, 2, 3]
+    resumed = re.search(rf"resuming train of {killed.name} after epoch (\d)/4", out)
+    assert resumed and rows - 1 <= int(resumed.group(1)) <= rows  # resumed, not restarted
+    assert _epochs(killed) == [1, 2, 3, 4]
     one, two = (pd.read_csv(tmp_path / name / "tiny" / "tiny.csv") for name in ("optuna", "ray"))
-    assert list(two["variant"]) == ["tanh", "relu"] and (two["epochs"] == 3).all()
+    assert list(two["variant"]) == ["tanh", "relu"] and (two["epochs"] == 4).all()
     pd.testing.assert_frame_equal(one[ACCURACY], two[ACCURACY], check_exact=True)
 
 
