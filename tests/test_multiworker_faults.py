@@ -215,7 +215,8 @@ def kill_and_restart(root, data_dir, reference, point):
         assert (resumed in restarted[CHIEF].stdout) == (0 < finished < EPOCHS), restarted[CHIEF].stdout[-2000:]
     if who == WORKER:
         # The restarted worker removed the killed one's scratch folder at its start, and its own at exit.
-        assert _scratch(restarted[WORKER]) == scratch
+        # (Restarted beside a finished chief, it may lose the chief before it announces the folder.)
+        assert "its files go to scratch" not in restarted[WORKER].stdout or _scratch(restarted[WORKER]) == scratch
         assert not scratch.exists() and not scratch.with_name(f".{scratch.name}.lock").exists()
 
 
