@@ -220,6 +220,7 @@ def kill_and_restart(root, data_dir, reference, point):
         assert not scratch.exists() and not scratch.with_name(f".{scratch.name}.lock").exists()
 
 
+@pytest.mark.slow  # 2-3 minutes (a reference run and a killed one, 2 workers each): the default suite stays ~15 min
 def test_chief_killed_inside_its_epoch_2_checkpoint_save_resumes_to_the_same_result(tmp_path, shared_data,
                                                                                    reference):
     kill_and_restart(tmp_path, shared_data, reference, DEFAULT)

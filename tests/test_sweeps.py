@@ -310,6 +310,7 @@ def test_a_killed_worker_is_replaced_and_its_run_resumes(tmp_path, shared_data):
     assert "error" not in table or table["error"].isna().all()
 
 
+@pytest.mark.slow  # ~75 s of 3 trainings: the default suite stays ~15 min
 def test_a_search_runs_tpe_trials_and_plots_the_study(tmp_path, shared_data, capsys):
     runs = tmp_path / "runs"
     argv = ["search", "lenet-lr", "--quick", "--trials", "3", "--pruner", "median", "--runs-dir", str(runs),
