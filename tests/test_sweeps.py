@@ -277,6 +277,7 @@ def test_a_killed_worker_is_replaced_and_its_run_resumes(tmp_path, shared_data):
     first = _cli(args, shared_data, tmp_path / "a.log")
     try:
         second = _second_once_queued(first, args, shared_data, tmp_path)
+        deadline = time.monotonic() + 1200  # generous: other jobs may share the cores
         # Kill A mid-run, once its run's backup holds an epoch: history.csv has a second row only after the first
         # epoch's backup (an epoch counts as done once its backup is written; a kill before loses that epoch only).
         while True:
