@@ -139,15 +139,13 @@ def atomic_dir(target):
     try:
         yield tmp
         fsync_tree(tmp)  # every file and folder in it, before it takes the name (as commit does for a file)
-        if target.exists():
-            old = temp_sibling(target)
+        old = temp_sibling(target) if target.exists() else None
+        if old:
             os.replace(target, old)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+        if old:
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
