@@ -59,6 +59,15 @@ def configure_coordination_service(cluster, timeout_ms):
     context.context().coordination_service.cluster_register_with_barrier = True
 
 
+def wait_at_barrier(name, timeout_s):
+    """Wait at the coordination service's barrier `name` until every task of the cluster got there; fails with a
+    tf.errors exception once a task is gone or `timeout_s` passes. TF has no public API for it (its own
+    multi-worker code calls this private one)."""
+    from tensorflow.python.eager import context
+
+    context.context().wait_at_barrier(name, int(timeout_s * 1000))
+
+
 def symbolic_build(model, input_spec):
     """Build the compiled model's metric, loss and optimizer state from `input_spec`, as model.fit does first.
 

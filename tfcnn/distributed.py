@@ -22,6 +22,7 @@ import tensorflow as tf
 from tfcnn import compat, runfiles
 from tfcnn.errors import TfcnnError, native_stderr_off_from_now
 
+BARRIER_TIMEOUT_S = 7 * 24 * 3600  # a week: peers' deaths end a wait, not this
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
 
 
@@ -124,16 +125,16 @@ def peers_required(strategy):
                          "the run resumes from its last finished epoch") from None
 
 
-def barrier(strategy):
-    """Return when every worker got here (a no-op in one process)."""
-    if not is_multi_worker(strategy):
-        return
+def barrier(strategy, name):
+    """Return when every worker got here (a no-op in one process).
 
-    @tf.function
-    def arrive():
-        return strategy.reduce("SUM", strategy.run(tf.ones, args=([],)), axis=None)
-
-    arrive()
+    A wait at TF's coordination service, not a collective: the service lives in the chief, so a chief that dies
+    breaks the others' wait at once, and a worker that dies is noticed by the chief's service after --peer-timeout
+    without a heartbeat. A collective all-reduce here noticed a chief killed while the others waited only after
+    ~10 minutes. The wait itself has no practical deadline: the chief may evaluate and export for a long time.
+    """
+    if is_multi_worker(strategy):
+        compat.wait_at_barrier(name, timeout_s=BARRIER_TIMEOUT_S)
 
 
 def sync_from_chief(strategy, variables):

@@ -378,13 +378,13 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
                   flush=True)
         if not chief:
             with distributed.peers_required(strategy):
-                distributed.barrier(strategy)  # stay in the cluster until the chief has written the run
+                distributed.barrier(strategy, "tfcnn-run-written")  # stay in the cluster until the chief has written the run
             return None
 
         metrics = _evaluate_and_save(run, plain, ds, saved_dir, wall=wall, precision=precision, frozen=frozen)
     try:
         with distributed.peers_required(strategy):
-            distributed.barrier(strategy)  # releases the others, waiting there until the run is written
+            distributed.barrier(strategy, "tfcnn-run-written")  # releases the others, waiting there until the run is written
     except TfcnnError as exc:
         # A worker killed after its last step never gets here; the run is finished and whole all the same.
         print(f"warning: run {config.name} is finished, but {str(exc).split(';')[0]} at its end", file=sys.stderr,
