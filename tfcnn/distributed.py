@@ -133,8 +133,12 @@ def barrier(strategy, name):
     without a heartbeat. A collective all-reduce here noticed a chief killed while the others waited only after
     ~10 minutes. The wait itself has no practical deadline: the chief may evaluate and export for a long time.
     """
-    if is_multi_worker(strategy):
+    if not is_multi_worker(strategy):
+        return
+    try:
         compat.wait_at_barrier(name, timeout_s=BARRIER_TIMEOUT_S)
+    except tf.errors.InternalError as exc:  # how the service reports a task gone ("heartbeat timeout"): a lost peer
+        raise tf.errors.UnavailableError(None, None, exc.message) from None
 
 
 def sync_from_chief(strategy, variables):
