@@ -40,6 +40,8 @@ from tfcnn import (callbacks as tfcnn_callbacks, checkpoints, compat, config as 
 from tfcnn.errors import ArgumentParser, TfcnnError, run_cli
 from tfcnn.hardware import cpu_has_bf16 as _cpu_has_bf16  # a module name configure_runtime looks up (tests patch it)
 
+RUN_WRITTEN = "tfcnn-run-written"  # the multi-worker barrier the others wait at while the chief writes the run
+
 
 def configure_runtime(config):
     """Threads, logical CPU devices, the distribution strategy, seeds and precision, in the order
@@ -378,13 +380,13 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
                   flush=True)
         if not chief:
             with distributed.peers_required(strategy):
-                distributed.barrier(strategy, "tfcnn-run-written")  # stay in the cluster until the chief has written the run
+                distributed.barrier(strategy, RUN_WRITTEN)  # stay in the cluster until the chief has written the run
             return None
 
         metrics = _evaluate_and_save(run, plain, ds, saved_dir, wall=wall, precision=precision, frozen=frozen)
     try:
         with distributed.peers_required(strategy):
-            distributed.barrier(strategy, "tfcnn-run-written")  # releases the others, waiting there until the run is written
+            distributed.barrier(strategy, RUN_WRITTEN)  # releases the others, waiting there until the run is written
     except TfcnnError as exc:
         # A worker killed after its last step never gets here; the run is finished and whole all the same.
         print(f"warning: run {config.name} is finished, but {str(exc).split(';')[0]} at its end", file=sys.stderr,
