@@ -171,8 +171,7 @@ def _fit_stage(model, run, stage, epochs):
     if _custom_loop(strategy):
         eval_batches = pipes.val if pipes.val is not None else pipes.test  # only their element spec is read
         loop = distributed.EpochLoop(model, strategy, backup, eval_batches.element_spec)
-        with distributed.peers_required(strategy):
-            initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch; if all: on to the .done file
+        initial_epoch = loop.restore(chief)  # every worker learns the chief's epoch; if all: on to the .done file
     elif done.exists():
         shutil.rmtree(backup, ignore_errors=True)  # killed between marking the stage done and removing its backup
         return
@@ -197,9 +196,7 @@ def _fit_stage(model, run, stage, epochs):
         else:
             callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_progbar=config.verbose > 0,
                                                          epochs=epochs, steps=steps, verbose=config.verbose)
-            with distributed.peers_required(strategy):
-                loop.fit(train, pipes.val, epochs=epochs, initial_epoch=initial_epoch, steps=steps,
-                         callbacks=callback_list)
+            loop.fit(train, pipes.val, epochs=epochs, initial_epoch=initial_epoch, steps=steps, callbacks=callback_list)
         guard = next(c for c in callbacks if isinstance(c, tfcnn_callbacks.NanGuard))
         if guard.failed_at is not None:
             best = run_dir / "best.weights.h5"
@@ -318,7 +315,8 @@ def train_and_evaluate(config, callbacks=()):
     with runfiles.Lock(run_dir, "run folder", hint="wait for it to finish or choose another --name"):
         runfiles.fault("lock")
         _check_run_dir(config, run_dir)
-        # Building the model and the loop broadcasts the chief's initial weights: a peer lost there is one line too.
+        # A peer lost anywhere in the run is one line, from building the model (MWMS broadcasts the chief's initial
+        # weights) to the final barrier; only the chief's wait after writing the run catches it itself (a warning).
         with distributed.peers_required(strategy):
             return _run(config, callbacks, strategy, precision, chief, scratch, run_dir)
 
@@ -379,8 +377,7 @@ def _run(config, callbacks, strategy, precision, chief, scratch, run_dir):
             print(f"{distributed.task_name(strategy)}: final weights sha256 {distributed.weights_fingerprint(plain)}",
                   flush=True)
         if not chief:
-            with distributed.peers_required(strategy):
-                distributed.barrier(strategy, RUN_WRITTEN)  # stay in the cluster until the chief has written the run
+            distributed.barrier(strategy, RUN_WRITTEN)  # stay in the cluster until the chief has written the run
             return None
 
         metrics = _evaluate_and_save(run, plain, ds, saved_dir, wall=wall, precision=precision, frozen=frozen)
