@@ -112,10 +112,7 @@ def load_model(path):
                              "file; rebuild the model without Lambda layers") from None
         raise TfcnnError(f"{candidate} could not be loaded as a Keras model ({exc.__class__.__name__}); "
                          "is it a file written by tfcnn.train?") from None
-    try:
-        meta = meta_lib.read_meta(path)
-    except (OSError, ValueError) as exc:
-        raise TfcnnError(f"the metadata of {path} is unreadable ({exc.__class__.__name__}); restore or delete it") from None
+    meta = meta_lib.read_meta(path)  # unreadable or malformed metadata: read_meta's own TfcnnError line
     meta_lib.check_graph(meta, model.input_shape[1:], model.output_shape[-1], candidate)
     return model
 
