@@ -294,10 +294,7 @@ def run_grid(name_or_path, *, quick=False, only=None, out=None, command=None, st
         sweeps_ray._ray()  # installed? (before any work)
     if workers < 1:
         raise TfcnnError(f"--workers must be at least 1, got {workers}")
-    if workers > 1 and overrides.get("cpu_threads") is None and not overrides.get("deterministic"):
-        # The cores shared out, not oversubscribed; but --deterministic keeps TensorFlow's own thread count, as one
-        # worker (or tfcnn.train) has: a thread count changes how float sums split, so the figures would differ.
-        overrides["cpu_threads"] = sweeps.threads_per_worker(workers)
+    sweeps.share_cores(overrides, workers)
     group, configs, varied, grid = grid_configs(name_or_path, quick=quick, only=only, **overrides)
     runs = _grid_runs(configs, grid)
     start = time.perf_counter()
@@ -415,8 +412,7 @@ def run_search(name_or_path, *, trials=None, quick=False, out=None, command=None
 
     if workers < 1:
         raise TfcnnError(f"--workers must be at least 1, got {workers}")
-    if workers > 1 and overrides.get("cpu_threads") is None and not overrides.get("deterministic"):
-        overrides["cpu_threads"] = sweeps.threads_per_worker(workers)  # as run_grid
+    sweeps.share_cores(overrides, workers)
     group, search, base, config_file = search_configs(name_or_path, quick=quick, **overrides)
     trials = trials or search.get("trials") or 8
     if trials < 1:

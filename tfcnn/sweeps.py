@@ -586,3 +586,11 @@ def start_workers(n, target, kwargs, group):
 def threads_per_worker(workers):
     """TensorFlow intra-op threads for each of `workers` processes on this machine: its cores shared out."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def share_cores(overrides, workers):
+    """Give each of `workers` (> 1) worker processes its share of the cores (overrides' cpu_threads), unless the
+    caller set cpu_threads or asked for --deterministic, which keeps TensorFlow's own thread count, as one worker (or
+    tfcnn.train) has: a thread count changes how float sums split, so the figures would differ."""
+    if workers > 1 and overrides.get("cpu_threads") is None and not overrides.get("deterministic"):
+        overrides["cpu_threads"] = threads_per_worker(workers)
