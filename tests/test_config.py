@@ -66,6 +66,9 @@ def test_json_file_and_list_flags(tmp_path):
     ({"checkpoint": "final"}, "unknown --checkpoint"),
     ({"steps_per_execution": "0"}, "--steps-per-execution must be at least 1"),
     ({"steps_per_execution": "auto"}, "not a valid int"),
+    ({"epochs": "10", "sam_epochs": "11"}, "--sam-epochs must be between 0"),
+    ({"optimizer": "sam", "sam_epochs": "2"}, "--optimizer sam already takes SAM steps in every epoch"),
+    ({"optimizer": "sgd", "sam_epochs": "2", "strategy": "mirrored"}, "--sam-epochs runs on one device"),
 ])
 def test_bad_values_raise_one_clear_error(overrides, phrase):
     with pytest.raises(TfcnnError, match=phrase.replace("-", r"\-")):

@@ -61,6 +61,41 @@ def test_sam_step_trains_and_restores_the_climb():
     assert history.history["accuracy"][-1] > 0.8
 
 
+def _pass_counter():
+    """A layer that counts its training-mode forward passes: one a plain step, two a SAM step."""
+    import keras
+
+    class PassCounter(keras.layers.Layer):
+        def build(self, input_shape):
+            self.passes = self.add_weight(shape=(), initializer="zeros", trainable=False, name="passes")
+
+        def call(self, x, training=False):
+            if training:
+                self.passes.assign_add(1.0)
+            return x
+
+    return PassCounter()
+
+
+@pytest.mark.parametrize("initial_epoch, passes", [(0, 4 + 2 * 4 * 2), (2, 2 * 4)])
+def test_sam_from_turns_sam_on_for_the_last_epochs_and_on_resuming_late(initial_epoch, passes):
+    """--sam-epochs: plain steps (one forward pass) until SamFrom's epoch, SAM steps (two) from it on, also when a
+    resumed run starts past it."""
+    import keras
+
+    from tfcnn.callbacks import SamFrom
+
+    inputs = keras.Input((4,))
+    counter = _pass_counter()
+    outputs = keras.layers.Dense(2, activation="softmax")(counter(inputs))
+    sam = with_sam(keras.Model(inputs, outputs), rho=0.05, sharpness_aware=False)
+    sam.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    sam.fit(x, y, epochs=3, initial_epoch=initial_epoch, batch_size=8, verbose=0, callbacks=[SamFrom(1)])
+    assert float(counter.passes.numpy()) == passes and sam.sharpness_aware
+
+
 def test_ema_validates_and_checkpoints_the_average_and_trains_on_exactly_the_raw_weights(tmp_path):
     """--ema: validation and the best checkpoint see the optimizer's moving average; training continues on the
     trained weights, bit for bit (Keras' own swap adds and subtracts, which rounds)."""

@@ -1,5 +1,6 @@
 """The trainer's Keras callbacks, for model.fit and the distributed EpochLoop alike: epoch times, the NaN stop,
-freezing a layer mid-run, the best checkpoint, history.csv, TensorBoard and the backup that marks an epoch done."""
+freezing a layer or turning SAM on mid-run, the best checkpoint, history.csv, TensorBoard and the backup that marks
+an epoch done."""
 import math
 import time
 
@@ -28,6 +29,8 @@ def make_callbacks(config, run_dir, stage, initial_epoch, restore, backup=True, 
         callbacks.insert(0, checkpoints.EMAValidation())
     if config.whiten_bias_epochs is not None and stage == "train":
         callbacks.insert(0, FreezeAt(initializers.WHITEN_LAYER, config.whiten_bias_epochs))
+    if config.sam_epochs and stage == "train":
+        callbacks.insert(0, SamFrom(config.epochs - config.sam_epochs))
     if config.tensorboard:
         callbacks.append(checkpoints.TensorBoard(str(run_dir / "logs" / stage), profile_batch=0))
     last = [checkpoints.BackupAndRestore(run_dir / f"backup_{stage}", restore)] if backup else []
@@ -73,6 +76,20 @@ class FreezeAt(keras.callbacks.Callback):
         layer = self.model.get_layer(self.name)
         if epoch >= self.epoch and layer.trainable:
             layer.trainable = False
+            self.model.make_train_function(force=True)
+
+
+class SamFrom(keras.callbacks.Callback):
+    """From epoch `epoch` (0-based) on, the SAMModel being trained takes SAM steps: its train step is traced again
+    with the climb (--sam-epochs). A resumed run turns SAM on at its first epoch if that is already late enough."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= self.epoch and not self.model.sharpness_aware:
+            self.model.sharpness_aware = True
             self.model.make_train_function(force=True)
 
 

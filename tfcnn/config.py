@@ -110,6 +110,10 @@ class Config:
     momentum: float = _field(0.9, "optimisation", "SGD/SAM momentum")
     nesterov: bool = _field(True, "optimisation", "SGD/SAM Nesterov momentum")
     sam_rho: float = _field(0.05, "optimisation", "SAM neighbourhood radius (Foret et al. 2021)")
+    sam_epochs: int = _field(0, "optimisation", "the last N epochs take SAM steps (--sam-rho; two passes a batch), "
+                                                "the earlier ones plain steps of --optimizer: SAM late in training "
+                                                "finds the flat minima of SAM throughout at a fraction of its cost "
+                                                "(Zhou et al. 2025, arXiv:2410.10373); 0: off; one device")
     weight_decay: float = _field(0.0, "optimisation", "L2 in the model for resnet (as the lab), decoupled in the "
                                                       "optimizer otherwise")
     hyperparameters: str = _field("keras", "optimisation", "how --lr and --weight-decay read: keras (the mean loss's "
@@ -221,6 +225,10 @@ class Config:
         need(0 <= self.ema < 1, f"--ema must be in [0, 1) (0: off; e.g. 0.999), got {self.ema}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         need(self.sam_rho > 0, f"--sam-rho must be positive, got {self.sam_rho}")
+        need(0 <= self.sam_epochs <= self.epochs,
+             f"--sam-epochs must be between 0 (off) and --epochs ({self.epochs}), got {self.sam_epochs}")
+        need(not (self.sam_epochs and self.optimizer == "sam"),
+             "--optimizer sam already takes SAM steps in every epoch; --sam-epochs goes with sgd, adam or muon")
         need(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}")
         need(list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
              f"--milestones must be increasing positive epochs, got {self.milestones}")
@@ -244,7 +252,8 @@ class Config:
              f"{', '.join(recipe)} work with --optimizer sgd or muon (airbench's recipe), not {self.optimizer}")
         need(self.muon_lr > 0 and 0 <= self.muon_momentum < 1,
              f"--muon-lr must be positive and --muon-momentum in [0, 1), got {self.muon_lr} and {self.muon_momentum}")
-        one_device = recipe + ["--optimizer muon"] * (self.optimizer == "muon")
+        one_device = (recipe + ["--optimizer muon"] * (self.optimizer == "muon")
+                      + ["--sam-epochs"] * (self.sam_epochs > 0))
         need(not one_device or self.strategy in ("auto", "default"),
              f"{', '.join(one_device)} run{'s' if len(one_device) == 1 else ''} on one device; "
              f"drop --strategy {self.strategy}")

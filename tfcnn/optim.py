@@ -245,12 +245,14 @@ class SAMModel(keras.Model):
     """Sharpness-aware minimisation (Foret et al. 2021, arXiv:2010.01412) as a train_step.
 
     Each step: gradient at w, climb to w + rho * g/||g||, take the gradient there, step from w.
-    Costs two forward/backward passes per batch. Build it as SAMModel(inputs, outputs, rho=...).
+    Costs two forward/backward passes per batch. Build it as SAMModel(inputs, outputs, rho=...). While
+    `sharpness_aware` is False it takes Keras' plain steps (tfcnn.callbacks.SamFrom turns SAM on mid-run).
     """
 
-    def __init__(self, *args, rho=0.05, **kwargs):
+    def __init__(self, *args, rho=0.05, sharpness_aware=True, **kwargs):
         super().__init__(*args, **kwargs)
         self.rho = rho
+        self.sharpness_aware = sharpness_aware
 
     def _loss_and_grads(self, x, y, sample_weight, variables):
         with tf.GradientTape() as tape:
@@ -261,6 +263,8 @@ class SAMModel(keras.Model):
         return y_pred, loss, grads
 
     def train_step(self, data):
+        if not self.sharpness_aware:
+            return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_variables
         _, _, grads = self._loss_and_grads(x, y, sample_weight, variables)
@@ -286,6 +290,6 @@ class SAMModel(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
-def with_sam(model, rho):
+def with_sam(model, rho, sharpness_aware=True):
     """Wrap a Functional model's graph in SAMModel (same layers, same weights)."""
-    return SAMModel(model.inputs, model.outputs, rho=rho, name=model.name)
+    return SAMModel(model.inputs, model.outputs, rho=rho, sharpness_aware=sharpness_aware, name=model.name)

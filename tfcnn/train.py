@@ -256,8 +256,9 @@ def build_model(config, pipes, num_classes):
         model = models.build(config.arch, pipes.image_shape, num_classes,
                              normalization=(pipes.mean.tolist(), pipes.std.tolist()), **config.model_options())
         _data_driven_init(model, config, pipes)
-    if config.optimizer == "sam":
-        sam = optim.with_sam(model, config.sam_rho)
+    if config.optimizer == "sam" or config.sam_epochs:
+        # --sam-epochs: plain steps until tfcnn.callbacks.SamFrom turns SAM on for the last epochs.
+        sam = optim.with_sam(model, config.sam_rho, sharpness_aware=config.optimizer == "sam")
         return sam, model, frozen
     return model, model, frozen
 
